@@ -1,0 +1,79 @@
+import math
+
+import pytest
+import torch
+
+from wavenet_dilated.distributions import Categorical, DiscretizedMixtureLogistics, Gaussian, nats_to_bits
+
+
+def test_categorical_loss_matches_direct_computation():
+    torch.manual_seed(0)
+    logits, target = torch.randn(2, 7, 5), torch.randint(0, 7, (2, 5))
+    p = torch.softmax(logits, dim=1)
+    direct = -torch.log(p.gather(1, target[:, None]))[:, 0].mean()
+    assert torch.allclose(Categorical(7).loss(logits, target), direct, atol=1e-6)
+    assert math.isclose(nats_to_bits(Categorical(256).loss(torch.zeros(1, 256, 3), target[:1, :3]).item()), 8.0,
+                        rel_tol=1e-6)
+
+
+def test_categorical_sampling_frequencies():
+    head = Categorical(4)
+    logits = torch.log(torch.tensor([[0.1, 0.2, 0.3, 0.4]])).expand(50000, 4)
+    s = head.sample(logits, torch.rand(50000, 1, generator=torch.Generator().manual_seed(0)))
+    freq = torch.bincount(s, minlength=4).float() / 50000
+    assert torch.allclose(freq, torch.tensor([0.1, 0.2, 0.3, 0.4]), atol=0.01)
+    assert s.min() >= 0 and s.max() <= 3
+
+
+def logistic_cdf(x, mu, s):
+    return 1 / (1 + math.exp(-(x - mu) / s))
+
+
+def test_mol_loss_matches_direct_cdf_differences():
+    torch.manual_seed(1)
+    K, n_classes = 3, 256
+    head = DiscretizedMixtureLogistics(K, n_classes)
+    logits = torch.randn(1, 3 * K, 6, dtype=torch.float64)
+    logits[:, 2 * K :] = logits[:, 2 * K :] * 0.5 - 2.0  # log scales around -2: bins resolvable
+    levels = torch.tensor([[-1.0, -0.5, 0.0, 0.3, 0.999, 1.0]], dtype=torch.float64)
+    half = 1 / (n_classes - 1)
+    ours = head.log_prob(logits, levels)[0]
+    for t in range(6):
+        pis = torch.softmax(logits[0, :K, t], 0)
+        x = levels[0, t].item()
+        total = 0.0
+        for k in range(K):
+            mu, s = logits[0, K + k, t].item(), math.exp(logits[0, 2 * K + k, t].item())
+            hi = 1.0 if x > 0.999 else logistic_cdf(x + half, mu, s)
+            lo = 0.0 if x < -0.999 else logistic_cdf(x - half, mu, s)
+            total += pis[k].item() * (hi - lo)
+        assert math.isclose(ours[t].item(), math.log(total), rel_tol=1e-6, abs_tol=1e-9)
+    assert torch.allclose(head.loss(logits, levels), -ours.mean())
+
+
+def test_mol_sampling_in_range_and_centred():
+    head = DiscretizedMixtureLogistics(2, 65536)
+    logits = torch.tensor([[5.0, -5.0, 0.25, -0.5, -4.0, -4.0]]).expand(20000, 6)
+    s = head.sample(logits, torch.rand(20000, 2, generator=torch.Generator().manual_seed(0)))
+    assert s.min() >= -1 and s.max() <= 1
+    assert abs(s.mean().item() - 0.25) < 0.01  # the dominant component's mean
+
+
+def test_gaussian_loss_and_sampling():
+    head = Gaussian()
+    logits = torch.tensor([[[0.1, -0.2]], [[math.log(0.3), math.log(0.05)]]]).permute(1, 0, 2)  # (1, 2, 2)
+    target = torch.tensor([[0.0, -0.25]])
+    ref = -torch.distributions.Normal(torch.tensor([0.1, -0.2]), torch.tensor([0.3, 0.05])).log_prob(target[0]).mean()
+    assert torch.allclose(head.loss(logits, target), ref, atol=1e-6)
+    samples = head.sample(torch.tensor([[0.2, math.log(0.1)]]).expand(20000, 2),
+                          torch.rand(20000, 1, generator=torch.Generator().manual_seed(0)))
+    assert abs(samples.mean().item() - 0.2) < 0.005 and abs(samples.std().item() - 0.1) < 0.005
+
+
+def test_bad_targets_and_temperature():
+    with pytest.raises(ValueError, match="int64"):
+        Categorical(4).loss(torch.zeros(1, 4, 2), torch.zeros(1, 2))
+    with pytest.raises(ValueError, match="floats"):
+        DiscretizedMixtureLogistics(2).loss(torch.zeros(1, 6, 2), torch.zeros(1, 2, dtype=torch.long))
+    with pytest.raises(ValueError, match="temperature"):
+        Categorical(4).sample(torch.zeros(1, 4), torch.rand(1, 1), temperature=-1)
