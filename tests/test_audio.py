@@ -175,6 +175,15 @@ def test_log_mel_transform_is_cached_per_config():
     assert log_mel(x, AudioConfig(n_mels=40)).shape == (40, 8)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_log_mel_on_gpu_matches_cpu():
+    x = torch.from_numpy(tone(0.5))
+    cpu = log_mel(x)
+    gpu = log_mel(x.cuda())
+    assert gpu.device.type == "cuda" and gpu.shape == cpu.shape
+    torch.testing.assert_close(gpu.cpu(), cpu, atol=1e-3, rtol=1e-4)
+
+
 def test_log_mel_rejects_bad_input():
     with pytest.raises(ValueError, match="floating-point"):
         log_mel(torch.zeros(1024, dtype=torch.int64))

@@ -254,6 +254,11 @@ def test_preprocess_is_idempotent_and_rebuilds_on_change(small_corpus, tmp_path)
     assert third.audio_config.n_mels == 40 and np.load(third.mel_path("UT-0000")).shape[0] == 40
     assert all(before[k] != v for k, v in _mtimes(cache).items() if k in before)
 
+    # a rebuild deletes only its own .npy files
+    (cache / "audio" / "notes.txt").write_text("not ours")
+    run_preprocess(small_corpus, cache, audio_config=AudioConfig(n_mels=40), force=True)
+    assert (cache / "audio" / "notes.txt").read_text() == "not ours"
+
     # a missing cache file rebuilds; so does an edited metadata.csv
     third.audio_path("UT-0001").unlink()
     fourth, _ = run_preprocess(small_corpus, cache, audio_config=AudioConfig(n_mels=40))
@@ -392,6 +397,12 @@ def http_server(monkeypatch):
                 log["ranges"].append(rng)
                 begin = int(rng.removeprefix("bytes=").split("-")[0]) if rng and honour_range else 0
                 body = blob[begin:]
+                if begin >= len(blob):
+                    self.send_response(416)
+                    self.send_header("Content-Range", f"bytes */{len(blob)}")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 if begin:
                     self.send_response(206)
                     self.send_header("Content-Range", f"bytes {begin}-{len(blob) - 1}/{len(blob)}")
@@ -451,6 +462,16 @@ def test_http_resume_fetches_only_the_missing_bytes(archive, tmp_path, http_serv
     assert log["ranges"] == [f"bytes={k}-"] and log["bytes_sent"] == len(blob) - k
     assert (dest / "LJSpeech-1.1.tar.bz2").read_bytes() == blob
     assert (corpus / "metadata.csv").is_file()
+
+
+def test_http_complete_part_file_is_not_fetched_again(archive, tmp_path, http_server):
+    _, blob, sha = archive
+    url, log = http_server(blob)
+    out = tmp_path / "a.tar.bz2"
+    (tmp_path / "a.tar.bz2.part").write_bytes(blob)
+    data.download(url, out, expected_sha256=sha, progress=False)  # size unknown: the server answers 416
+    assert log["ranges"] == [f"bytes={len(blob)}-"] and log["bytes_sent"] == 0
+    assert out.read_bytes() == blob
 
 
 def test_http_server_without_range_support_restarts(archive, tmp_path, http_server):

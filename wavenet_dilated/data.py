@@ -24,7 +24,6 @@ import logging
 import math
 import multiprocessing
 import os
-import shutil
 import tarfile
 import urllib.error
 import urllib.parse
@@ -323,8 +322,17 @@ def download(
     if expected_size is not None and offset > expected_size:
         part.unlink()
         offset = 0
+    stream = None
     if expected_size is None or offset < expected_size:
-        stream, offset, total = _open_at(url, offset, timeout)
+        try:
+            stream, offset, total = _open_at(url, offset, timeout)
+        except urllib.error.HTTPError as e:
+            if not (e.code == 416 and offset):
+                raise
+            # "Range Not Satisfiable" for a request from the end of .part: it is complete; verification decides.
+            e.close()
+            stream = None
+    if stream is not None:
         with stream, open(part, "ab" if offset else "wb") as out:
             bar = tqdm(
                 total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024,
@@ -658,7 +666,8 @@ def preprocess(
 
     Args:
         data_dir: corpus directory with ``metadata.csv`` and ``wavs/``.
-        cache_dir: output directory (created). Only ``manifest.json``, ``audio/`` and ``mel/`` in it are touched.
+        cache_dir: output directory (created). Only ``manifest.json`` and the ``.npy`` files in its ``audio/`` and
+            ``mel/`` subdirectories are written or deleted.
         audio_config: the signal representation; ``None`` = ``AudioConfig()``.
         n_workers: processes; ``None`` = ``min(4, os.cpu_count())``; 1 = in this process. Workers are *spawned*
             (forking after torch has run its thread pool can deadlock), so a script that calls this with
@@ -722,8 +731,9 @@ def preprocess(
     # Invalidate first (manifest, then the cache files we own), so an interrupted rebuild is never mistaken for done.
     manifest_path.unlink(missing_ok=True)
     for sub in ("audio", "mel"):
-        shutil.rmtree(cache_dir / sub, ignore_errors=True)
-        (cache_dir / sub).mkdir(parents=True)
+        (cache_dir / sub).mkdir(parents=True, exist_ok=True)
+        for stale in (cache_dir / sub).glob("*.npy"):  # only our own files: never rmtree a user-named directory
+            stale.unlink()
 
     by_id = {u.id: u for u in utterances}
     jobs = [
