@@ -191,9 +191,13 @@ def test_bad_files_are_skipped_and_reported_convertible_ones_converted(bad_corpu
     assert abs(np.argmax(np.abs(np.fft.rfft(r))) * SR / r.size - 1000.0) < 10.0
 
 
-def test_stereo_is_the_channel_mean(bad_corpus, tmp_path):
+def test_stereo_is_the_channel_mean_and_skips_are_summarised_in_the_log(bad_corpus, tmp_path, caplog):
     root, _ = bad_corpus
-    manifest, _ = run_preprocess(root, tmp_path, audio_config=AudioConfig(trim_top_db=None))
+    with caplog.at_level("INFO", logger="wavenet_dilated.data"):
+        manifest, _ = run_preprocess(root, tmp_path, audio_config=AudioConfig(trim_top_db=None))
+    summary = [r for r in caplog.records if "skipped" in r.getMessage()]
+    assert len(summary) == 1 and summary[0].levelname == "WARNING"
+    assert f"skipped {len(BAD_REASONS) + 2} " in summary[0].getMessage()
     lr, _ = sf.read(str(root / "wavs" / "STEREO.wav"), dtype="float32")
     cached = np.load(manifest.audio_path("STEREO"))
     expected = lr.mean(axis=1)[: cached.size]

@@ -788,8 +788,9 @@ def preprocess(
     }
     _write_json_atomic(manifest_path, manifest)
     hours = sum(e.n_samples for e in entries) / audio_config.sample_rate / 3600
-    logger.info(
-        "cached %d utterances (%.2f h; train/val/test %d/%d/%d) in %s; skipped %d, converted %d",
+    logger.log(
+        logging.WARNING if skipped else logging.INFO,  # a skip summary is seen even with logging unconfigured
+        "cached %d utterances (%.2f h; train/val/test %d/%d/%d) in %s; skipped %d (listed in manifest.json), converted %d",
         len(entries), hours, *(len(splits[s]) for s in SPLITS), cache_dir, len(skipped), len(converted),
     )  # fmt: skip
     return load_manifest(cache_dir)
