@@ -194,7 +194,7 @@ def test_bad_files_are_skipped_and_reported_convertible_ones_converted(bad_corpu
 def test_stereo_is_the_channel_mean_and_skips_are_summarised_in_the_log(bad_corpus, tmp_path, caplog):
     root, _ = bad_corpus
     with caplog.at_level("INFO", logger="wavenet_dilated.data"):
-        manifest, _ = run_preprocess(root, tmp_path, audio_config=AudioConfig(trim_top_db=None))
+        manifest, _ = run_preprocess(root, tmp_path, audio_config=AudioConfig(trim_top_db=None), min_samples=4 * HOP)
     summary = [r for r in caplog.records if "skipped" in r.getMessage()]
     assert len(summary) == 1 and summary[0].levelname == "WARNING"
     assert f"skipped {len(BAD_REASONS) + 2} " in summary[0].getMessage()
