@@ -202,7 +202,7 @@ def load_audio(path: str | os.PathLike[str], sample_rate: int | None = SAMPLE_RA
 
     Examples:
         >>> x = load_audio("recipes/demo_corpus/wavs/LJ-DEMO-0001.wav")  # doctest: +SKIP
-        >>> x.dtype, x.ndim
+        >>> x.dtype, x.ndim  # doctest: +SKIP
         (dtype('float32'), 1)
     """
     audio, rate = read_audio(path)

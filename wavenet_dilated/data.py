@@ -833,7 +833,8 @@ class AudioDataset(Dataset):
 
     Examples:
         >>> ds = AudioDataset(cache, "train", max_time_steps=8 * 256)  # doctest: +SKIP
-        >>> item = ds[0]; item["audio"].shape, item["mel"].shape  # doctest: +SKIP
+        >>> item = ds[0]  # doctest: +SKIP
+        >>> item["audio"].shape, item["mel"].shape  # doctest: +SKIP
         (torch.Size([2048]), torch.Size([80, 8]))
     """
 
