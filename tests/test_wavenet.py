@@ -26,9 +26,16 @@ def embedding_jacobian(model, x, mel=None, t_out=None):
     return g.abs().sum(dim=(0, 2))
 
 
-@pytest.mark.parametrize("extra", [{}, MEL, {**MEL, **SPEAKER}], ids=["plain", "mel", "mel+speaker"])
+@pytest.mark.parametrize(
+    "extra",
+    [{}, MEL, {**MEL, **SPEAKER}, {**MEL, "mel_context": "1d"}, {**MEL, "mel_context": "2d", "mel_context_channels": 4}],
+    ids=["plain", "mel", "mel+speaker", "mel-context-1d", "mel-context-2d"],
+)
 def test_causal_and_receptive_field_from_gradients(extra):
-    model = tiny_model(**extra).double().train(False)
+    model = tiny_model(**extra).double()
+    if model.mel_context is not None:
+        for p in model.mel_context.parameters():
+            torch.nn.init.normal_(p, std=0.3)
     rf = model.receptive_field
     assert rf == dil.receptive_field(3, [1, 2, 4, 1, 2, 4]) == 29
     T = 80
