@@ -1,0 +1,639 @@
+"""The compiled per-sample loop of :mod:`wavenet_dilated.fastgen`: C++ source, build and load.
+
+The source below is compiled on first use with the system C++ compiler (``$CXX``, else ``c++``/``g++``) into a small
+shared library with a C ABI, loaded with :mod:`ctypes` — no Python headers, no torch headers, no pybind11, no ninja, so a
+build takes seconds, not minutes. The library is cached under the user cache directory
+(``$WAVENET_DILATED_CACHE`` or ``$XDG_CACHE_HOME/wavenet_dilated`` or ``~/.cache/wavenet_dilated``), keyed by a hash of
+the source, the compiler, its flags and the CPU's feature flags (it is built with ``-march=native``), and written
+atomically so concurrent first uses cannot load a half-written file.
+
+What the kernel computes is documented in :mod:`wavenet_dilated.fastgen`; the data layout is:
+
+* every weight matrix is *packed* in row blocks of ``8·ry`` rows: block ``i`` holds rows ``[8·ry·i, 8·ry·(i+1))`` as
+  ``(in, 8·ry)`` contiguous (input-major), so a block's product is a stream of FMAs over contiguous memory
+  (``ry`` is chosen from the batch size: 8 for batch 1, fewer for more columns);
+* activations are ``(batch, channels)`` row-major; ring buffers are ``(slots, batch, R)``;
+* the per-step additive term (conditioning projections + speaker projection + conv bias) is ``(steps, batch, L, G)``,
+  or one ``(batch, L, G)`` for every step (stride 0).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+__all__ = ["SOURCE", "FLAGS", "KernelUnavailable", "load_kernel", "cache_dir", "compiler"]
+
+#: compiler flags; -march=native is why the CPU's feature flags are part of the cache key
+FLAGS = ("-O3", "-march=native", "-std=c++17", "-fPIC", "-shared", "-pthread", "-fno-math-errno", "-fno-plt")
+
+ABI_VERSION = 1
+
+
+class KernelUnavailable(RuntimeError):
+    """The compiled kernel cannot be built or loaded here (no compiler, no AVX2/FMA, build failure …)."""
+
+
+SOURCE = r"""
+// wavenet_dilated fast generation kernel (see wavenet_dilated/_fastgen_kernel.py). AVX2 + FMA, fp32.
+#include <immintrin.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <math.h>
+#include <atomic>
+
+#define ABI_VERSION 1
+
+extern "C" int wn_abi_version() { return ABI_VERSION; }
+
+// ----------------------------------------------------------------------------------------------- packed matrices
+struct WNMatrix {            // a packed (rows x in) matrix: blocks of 8*ry rows, each (in, rows_in_block) contiguous
+    int64_t offset;          // into WNModel.weights (floats)
+    int32_t rows, in, ry;    // ry: 8-float vectors per full block
+    int32_t pad_;
+};
+
+struct WNModel {
+    int32_t n_layers, R, G, S, K, n_out, n_out_pad, head;   // head: 0 categorical, 1 mol, 2 gaussian
+    int32_t n_classes, n_mix, first_table, n_threads;
+    float res_scale, log_scale_min;
+    const int32_t* dilation;     // [L]
+    const WNMatrix* conv_a;      // [L] tanh half of the dilated conv (G/2 x K*R), K taps oldest first
+    const WNMatrix* conv_b;      // [L] sigmoid half
+    const WNMatrix* skip;        // [L] (S x G/2)
+    const WNMatrix* res;         // [L] (R x G/2), pre-scaled by res_scale; the last layer's is unused
+    const float* weights;
+    const float* res_bias;       // [L][R] pre-scaled by res_scale
+    const float* skip_bias;      // [S] sum over layers of the skip biases
+    const float* table;          // first_table: [K][n_classes][G]: tap j's conv weights times the embedding
+    const float* embed;          // categorical: [n_classes][R]; continuous: [2][R] (weight, bias of the 1x1)
+    WNMatrix out1, out2;         // (S x S) pre-scaled by skip_scale, (n_out x S)
+    const float* out1_bias;      // [S]
+    const float* out2_bias;      // [n_out]
+};
+
+struct WNState {
+    float* rings;                // all layers' ring buffers, (slots_l, B, R) each, zero-initialised
+    const int64_t* ring_offset;  // [L]
+    int32_t* class_ring;         // first_table: ((K-1)*d0 + 1, B) classes of layer 0, -1 = before the start
+    int64_t* prev_class;         // [B] the last sample (categorical)
+    float* prev_value;           // [B] the last sample (continuous)
+    int64_t step;                // samples generated so far
+    int32_t batch;
+};
+
+// ----------------------------------------------------------------------------------------------- math
+static inline __m256 exp256(__m256 x) {
+    // Cephes expf: exp(x) = 2^n * p(r), |r| <= ln2/2; about 1 ulp on the clamped range
+    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.0f)), _mm256_set1_ps(88.0f));
+    __m256 fx = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693359375f), x);
+    r = _mm256_fnmadd_ps(fx, _mm256_set1_ps(-2.12194440e-4f), r);
+    __m256 y = _mm256_set1_ps(1.9875691500E-4f);
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.3981999507E-3f));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(8.3334519073E-3f));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(4.1665795894E-2f));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.6666665459E-1f));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(5.0000001201E-1f));
+    y = _mm256_fmadd_ps(y, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+    __m256i n = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(fx), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(y, _mm256_castsi256_ps(n));
+}
+
+// z = tanh(a) * sigmoid(b) = (e^{2a} - 1) / ((e^{2a} + 1)(1 + e^{-b})), arguments clamped to [-87, 40] so that
+// nothing overflows; at the clamps tanh and sigmoid are 1 (or 0) to far below fp32 resolution.
+static inline void gate(const float* a, const float* b, float* z, int n) {
+    const __m256 one = _mm256_set1_ps(1.0f), lo = _mm256_set1_ps(-87.0f), hi = _mm256_set1_ps(40.0f);
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 ea = exp256(_mm256_min_ps(_mm256_max_ps(_mm256_add_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(a + i)), lo), hi));
+        __m256 eb = exp256(_mm256_min_ps(_mm256_max_ps(_mm256_sub_ps(_mm256_setzero_ps(), _mm256_loadu_ps(b + i)), lo), hi));
+        __m256 num = _mm256_sub_ps(ea, one);
+        __m256 den = _mm256_mul_ps(_mm256_add_ps(ea, one), _mm256_add_ps(eb, one));
+        _mm256_storeu_ps(z + i, _mm256_div_ps(num, den));
+    }
+    for (; i < n; ++i) z[i] = tanhf(a[i]) / (1.0f + expf(-b[i]));
+}
+
+// ----------------------------------------------------------------------------------------------- micro-kernel
+// y[c*ldy + r] = init[c*ld_init + r] (or 0) + sum over parts p, inputs i of W[r, p, i] * xs[p][c*ldx + i]
+// for the RY*8 rows of one packed block and NC columns.
+struct Inputs {
+    const float* x[8];
+    int32_t n[8];
+    int32_t parts, ldx;
+};
+
+template <int RY, int NC>
+static inline void block_kernel(const float* __restrict w, const Inputs& in, int c0,
+                                const float* init, int ld_init, float* y, int ldy) {
+    __m256 acc[NC][RY];
+    for (int c = 0; c < NC; ++c)
+        for (int r = 0; r < RY; ++r)
+            acc[c][r] = init ? _mm256_loadu_ps(init + (int64_t)(c0 + c) * ld_init + 8 * r) : _mm256_setzero_ps();
+    for (int p = 0; p < in.parts; ++p) {
+        const float* x = in.x[p] + (int64_t)c0 * in.ldx;
+        const int n = in.n[p];
+        for (int i = 0; i < n; ++i) {
+            __m256 wv[RY];
+            for (int r = 0; r < RY; ++r) wv[r] = _mm256_loadu_ps(w + 8 * r);
+            for (int c = 0; c < NC; ++c) {
+                const __m256 xb = _mm256_broadcast_ss(x + (int64_t)c * in.ldx + i);
+                for (int r = 0; r < RY; ++r) acc[c][r] = _mm256_fmadd_ps(wv[r], xb, acc[c][r]);
+            }
+            w += 8 * RY;
+        }
+    }
+    for (int c = 0; c < NC; ++c)
+        for (int r = 0; r < RY; ++r) _mm256_storeu_ps(y + (int64_t)(c0 + c) * ldy + 8 * r, acc[c][r]);
+}
+
+template <int RY>
+static void block_columns(const float* w, const Inputs& in, int B, const float* init, int ld_init, float* y, int ldy) {
+    // column chunks small enough that RY*NC accumulators stay in the 16 ymm registers
+    constexpr int NC = RY >= 8 ? 1 : RY >= 4 ? 2 : RY >= 2 ? 4 : 8;
+    int c = 0;
+    for (; c + NC <= B; c += NC) block_kernel<RY, NC>(w, in, c, init, ld_init, y, ldy);
+    switch (B - c) {
+        case 0: break;
+        case 1: block_kernel<RY, 1>(w, in, c, init, ld_init, y, ldy); break;
+        case 2: if constexpr (NC > 2) block_kernel<RY, 2>(w, in, c, init, ld_init, y, ldy); break;
+        case 3: if constexpr (NC > 3) block_kernel<RY, 3>(w, in, c, init, ld_init, y, ldy); break;
+        case 4: if constexpr (NC > 4) block_kernel<RY, 4>(w, in, c, init, ld_init, y, ldy); break;
+        case 5: if constexpr (NC > 5) block_kernel<RY, 5>(w, in, c, init, ld_init, y, ldy); break;
+        case 6: if constexpr (NC > 6) block_kernel<RY, 6>(w, in, c, init, ld_init, y, ldy); break;
+        case 7: if constexpr (NC > 7) block_kernel<RY, 7>(w, in, c, init, ld_init, y, ldy); break;
+    }
+}
+
+// y[:, rows of blocks [b0, b1)] = init + M x, for all B columns. y, init point at row 0 of column 0.
+static void matmul_blocks(const WNModel* m, const WNMatrix& M, int b0, int b1, const Inputs& in, int B,
+                          const float* init, int ld_init, float* y, int ldy) {
+    const int rb = 8 * M.ry;
+    for (int blk = b0; blk < b1; ++blk) {
+        const int r0 = blk * rb;
+        const int rows = M.rows - r0 < rb ? M.rows - r0 : rb;
+        const float* w = m->weights + M.offset + (int64_t)r0 * M.in;
+        const float* ini = init ? init + r0 : nullptr;
+        float* yy = y + r0;
+        switch (rows / 8) {
+            case 1: block_columns<1>(w, in, B, ini, ld_init, yy, ldy); break;
+            case 2: block_columns<2>(w, in, B, ini, ld_init, yy, ldy); break;
+            case 3: block_columns<3>(w, in, B, ini, ld_init, yy, ldy); break;
+            case 4: block_columns<4>(w, in, B, ini, ld_init, yy, ldy); break;
+            case 5: block_columns<5>(w, in, B, ini, ld_init, yy, ldy); break;
+            case 6: block_columns<6>(w, in, B, ini, ld_init, yy, ldy); break;
+            case 7: block_columns<7>(w, in, B, ini, ld_init, yy, ldy); break;
+            case 8: block_columns<8>(w, in, B, ini, ld_init, yy, ldy); break;
+        }
+    }
+}
+
+static inline int n_blocks(const WNMatrix& M) { return (M.rows + 8 * M.ry - 1) / (8 * M.ry); }
+
+// ----------------------------------------------------------------------------------------------- threads
+struct Barrier {
+    std::atomic<int> count{0};
+    std::atomic<int> sense{0};
+    int n = 1;
+    void wait(int& local_sense) {
+        if (n == 1) return;
+        local_sense ^= 1;
+        if (count.fetch_add(1, std::memory_order_acq_rel) == n - 1) {
+            count.store(0, std::memory_order_relaxed);
+            sense.store(local_sense, std::memory_order_release);
+        } else {
+            int spins = 0;
+            while (sense.load(std::memory_order_acquire) != local_sense) {
+                if (++spins < 4000) _mm_pause();
+                else sched_yield();     // a busy machine: do not burn the time slice of the thread we wait for
+            }
+        }
+    }
+};
+
+// ----------------------------------------------------------------------------------------------- sampling
+static const double SQRT2 = 1.41421356237309504880;
+
+static double erfinv_d(double y) {
+    // Giles (2010) initial approximation, refined by two Newton steps on erf (libm): ~1e-15 relative
+    if (y <= -1.0) return -INFINITY;
+    if (y >= 1.0) return INFINITY;
+    double w = -log((1.0 - y) * (1.0 + y)), p;
+    if (w < 6.25) {
+        w -= 3.125;
+        p = -3.6444120640178196996e-21; p = -1.685059138182016589e-19 + p * w; p = 1.2858480715256400167e-18 + p * w;
+        p = 1.115787767802518096e-17 + p * w; p = -1.333171662854620906e-16 + p * w; p = 2.0972767875968561637e-17 + p * w;
+        p = 6.6376381343583238325e-15 + p * w; p = -4.0545662729752068639e-14 + p * w; p = -8.1519341976054721522e-14 + p * w;
+        p = 2.6335093153082322977e-12 + p * w; p = -1.2975133253453532498e-11 + p * w; p = -5.4154120542946279317e-11 + p * w;
+        p = 1.051212273321532285e-09 + p * w; p = -4.1126339803469836976e-09 + p * w; p = -2.9070369957882005086e-08 + p * w;
+        p = 4.2347877827932403518e-07 + p * w; p = -1.3654692000834678645e-06 + p * w; p = -1.3882523362786468719e-05 + p * w;
+        p = 0.0001867342080340571352 + p * w; p = -0.00074070253416626697512 + p * w; p = -0.0060336708714301490533 + p * w;
+        p = 0.24015818242558961693 + p * w; p = 1.6536545626831027356 + p * w;
+    } else if (w < 16.0) {
+        w = sqrt(w) - 3.25;
+        p = 2.2137376921775787049e-09; p = 9.0756561938885390979e-08 + p * w; p = -2.7517406297064545428e-07 + p * w;
+        p = 1.8239629214389227755e-08 + p * w; p = 1.5027403968909827627e-06 + p * w; p = -4.013867526981545969e-06 + p * w;
+        p = 2.9234449089955446044e-06 + p * w; p = 1.2475304481671778723e-05 + p * w; p = -4.7318229009055733981e-05 + p * w;
+        p = 6.8284851459573175448e-05 + p * w; p = 2.4031110387097893999e-05 + p * w; p = -0.0003550375203628474796 + p * w;
+        p = 0.00095328937973738049703 + p * w; p = -0.0016882755560235047313 + p * w; p = 0.0024914420961078508066 + p * w;
+        p = -0.0037512085075692412107 + p * w; p = 0.005370914553590063617 + p * w; p = 1.0052589676941592334 + p * w;
+        p = 3.0838856104922207635 + p * w;
+    } else {
+        w = sqrt(w) - 5.0;
+        p = -2.7109920616438573243e-11; p = -2.5556418169965252055e-10 + p * w; p = 1.5076572693500548083e-09 + p * w;
+        p = -3.7894654401267369937e-09 + p * w; p = 7.6157012080783393804e-09 + p * w; p = -1.4960026627149240478e-08 + p * w;
+        p = 2.9147953450901080826e-08 + p * w; p = -6.7711997758452339498e-08 + p * w; p = 2.2900482228026654717e-07 + p * w;
+        p = -9.9298272942317002539e-07 + p * w; p = 4.5260625972231537039e-06 + p * w; p = -1.9681778105531670567e-05 + p * w;
+        p = 7.5995277030017761139e-05 + p * w; p = -0.00021503011930044477347 + p * w; p = -0.00013871931833623122026 + p * w;
+        p = 1.0103004648645343977 + p * w; p = 4.8499064014085844221 + p * w;
+    }
+    double x = p * y;
+    for (int it = 0; it < 2; ++it) {
+        double err = erf(x) - y;
+        x -= err / (2.0 / sqrt(M_PI) * exp(-x * x));
+    }
+    return x;
+}
+
+// one sample from logits[n_out] with uniforms u[n_uniforms]; mirrors distributions.py operation by operation
+static inline double sample_one(const WNModel* m, const float* logits, const float* u, float temperature, float* work) {
+    if (m->head == 0) {
+        const int n = m->n_out;
+        float mx = -INFINITY;
+        for (int i = 0; i < n; ++i) { work[i] = logits[i] / temperature; mx = work[i] > mx ? work[i] : mx; }
+        int i = 0;
+        __m256 vs = _mm256_setzero_ps();
+        for (; i + 8 <= n; i += 8) {
+            __m256 e = exp256(_mm256_sub_ps(_mm256_loadu_ps(work + i), _mm256_set1_ps(mx)));
+            _mm256_storeu_ps(work + i, e);
+            vs = _mm256_add_ps(vs, e);
+        }
+        float s8[8];
+        _mm256_storeu_ps(s8, vs);
+        float sum = ((s8[0] + s8[1]) + (s8[2] + s8[3])) + ((s8[4] + s8[5]) + (s8[6] + s8[7]));
+        for (; i < n; ++i) { work[i] = expf(work[i] - mx); sum += work[i]; }
+        const float inv = 1.0f / sum;
+        double acc = 0.0;   // torch's CPU cumsum accumulates fp32 in double
+        for (int j = 0; j < n; ++j) { acc += (double)(work[j] * inv); work[j] = (float)acc; }
+        const float thr = u[0] * work[n - 1];
+        int idx = 0;
+        for (int j = 0; j < n; ++j) idx += work[j] < thr;
+        return idx > n - 1 ? n - 1 : idx;
+    }
+    if (m->head == 1) {
+        const int k = m->n_mix;
+        float mx = -INFINITY;
+        for (int i = 0; i < k; ++i) mx = logits[i] > mx ? logits[i] : mx;
+        float sum = 0.0f;
+        for (int i = 0; i < k; ++i) { work[i] = expf(logits[i] - mx); sum += work[i]; }
+        double acc = 0.0;
+        for (int j = 0; j < k; ++j) { acc += (double)(work[j] / sum); work[j] = (float)acc; }
+        const float thr = u[0] * work[k - 1];
+        int idx = 0;
+        for (int j = 0; j < k; ++j) idx += work[j] < thr;
+        if (idx > k - 1) idx = k - 1;
+        const float mean = logits[k + idx];
+        float ls = logits[2 * k + idx];
+        ls = ls < m->log_scale_min ? m->log_scale_min : ls;
+        const float scale = expf(ls) * temperature;
+        float uu = u[1] < 1e-5f ? 1e-5f : u[1] > 1.0f - 1e-5f ? 1.0f - 1e-5f : u[1];
+        float x = mean + scale * (logf(uu) - log1pf(-uu));
+        return x < -1.0f ? -1.0f : x > 1.0f ? 1.0f : x;
+    }
+    // gaussian
+    const float mean = logits[0];
+    float ls = logits[1] < m->log_scale_min ? m->log_scale_min : logits[1];
+    float uu = u[0] < 1e-7f ? 1e-7f : u[0] > 1.0f - 1e-7f ? 1.0f - 1e-7f : u[0];
+    const float z = (float)SQRT2 * (float)erfinv_d((double)(2.0f * uu - 1.0f));
+    float x = mean + expf(ls) * temperature * z;
+    return x < -1.0f ? -1.0f : x > 1.0f ? 1.0f : x;
+}
+
+// ----------------------------------------------------------------------------------------------- the loop
+struct Run {
+    const WNModel* m;
+    WNState* s;
+    int64_t n_steps;
+    const float* cond;          // (n, B, L, G) or (B, L, G)
+    int64_t cond_stride;        // floats per step (0: the same term every step)
+    const float* uniforms;      // (n, B, n_uniforms) or null when forced
+    int32_t n_uniforms;
+    float temperature;
+    const void* forced;         // (n, B) int64 or float inputs (teacher forcing), or null
+    void* samples;              // (n, B) int64 or float, or null
+    float* logits_out;          // (n, B, n_out) or null
+    // shared scratch
+    float *h, *z, *skip_sum, *res_init, *relu_skip, *hidden, *logits;
+    Barrier barrier;
+};
+
+struct Split { int b0, b1; };
+static inline Split split(int nb, int tid, int nt) { return { (int)((int64_t)nb * tid / nt), (int)((int64_t)nb * (tid + 1) / nt) }; }
+
+static void run_thread(Run* run, int tid) {
+    const WNModel* m = run->m;
+    WNState* s = run->s;
+    const int L = m->n_layers, R = m->R, G = m->G, S = m->S, K = m->K, H = G / 2, B = s->batch;
+    const int nt = m->n_threads;
+    int sense = 0;
+    float* work = (float*)aligned_alloc(32, (size_t)((m->n_out_pad + 64) * sizeof(float) + 64) / 32 * 32);
+    int64_t* prev_i = (int64_t*)malloc(sizeof(int64_t) * B);
+    float* prev_f = (float*)malloc(sizeof(float) * B);
+    for (int b = 0; b < B; ++b) { prev_i[b] = s->prev_class[b]; prev_f[b] = s->prev_value[b]; }
+    const bool quantized = m->head == 0;
+
+    for (int64_t t = 0; t < run->n_steps; ++t) {
+        const int64_t step = s->step + t;
+        const float* cond = run->cond + t * run->cond_stride;
+        if (run->forced) {
+            for (int b = 0; b < B; ++b) {
+                if (quantized) prev_i[b] = ((const int64_t*)run->forced)[t * B + b];
+                else prev_f[b] = ((const float*)run->forced)[t * B + b];
+            }
+        }
+        if (m->first_table && tid == 0) {
+            // layer 0's ring of classes gets this step's input; this step reads it from prev_i, later steps from here
+            const int64_t P0 = (int64_t)(K - 1) * m->dilation[0] + 1;
+            for (int b = 0; b < B; ++b) s->class_ring[(step % P0) * B + b] = (int32_t)prev_i[b];
+        }
+        // skip sum starts at the sum of the skip biases (each thread owns its skip row blocks)
+        for (int l = 0; l < L; ++l) {
+            const int d = m->dilation[l];
+            const int64_t P = (int64_t)(K - 1) * d + 1;
+            const int slot = (int)(step % P);
+            float* ring = s->rings + s->ring_offset[l];
+            const float* x_now;       // this layer's input at step, (B, R)
+            Split sa = split(n_blocks(m->conv_a[l]), tid, nt);
+            const int rb = 8 * m->conv_a[l].ry;
+            const int r0 = sa.b0 * rb, r1 = sa.b1 * rb < H ? sa.b1 * rb : H;
+            if (l == 0 && m->first_table) {
+                // the first layer's taps come from per-class tables: h = term + sum_j T_j[class at t - (K-1-j) d]
+                for (int b = 0; b < B; ++b) {
+                    float* hb = run->h + (int64_t)b * G;
+                    const float* cb = cond + (int64_t)b * L * G;
+                    for (int r = r0; r < r1; ++r) { hb[r] = cb[r]; hb[H + r] = cb[H + r]; }
+                    for (int j = 0; j < K; ++j) {
+                        const int64_t back = (int64_t)(K - 1 - j) * d;
+                        int64_t cls;
+                        if (back == 0) cls = prev_i[b];
+                        else cls = s->class_ring[((slot - back) % P + P) % P * B + b];
+                        if (cls < 0) continue;
+                        const float* row = m->table + ((int64_t)j * m->n_classes + cls) * G;
+                        for (int r = r0; r < r1; ++r) { hb[r] += row[r]; hb[H + r] += row[H + r]; }
+                    }
+                }
+                x_now = nullptr;
+            } else {
+                if (l == 0) {
+                    // continuous input: the 1x1 embedding, written into layer 0's ring (by thread 0; the others wait)
+                    float* dst = ring + (int64_t)slot * B * R;
+                    if (tid == 0) {
+                        for (int b = 0; b < B; ++b)
+                            for (int r = 0; r < R; ++r) dst[b * R + r] = m->embed[r] * prev_f[b] + m->embed[R + r];
+                    }
+                    run->barrier.wait(sense);
+                }
+                Inputs in;
+                in.parts = K;
+                in.ldx = R;
+                for (int j = 0; j < K; ++j) {
+                    const int64_t back = (int64_t)(K - 1 - j) * d;
+                    in.x[j] = ring + ((slot - back) % P + P) % P * B * R;
+                    in.n[j] = R;
+                }
+                x_now = in.x[K - 1];
+                matmul_blocks(m, m->conv_a[l], sa.b0, sa.b1, in, B, cond + (int64_t)l * G, L * G, run->h, G);
+                matmul_blocks(m, m->conv_b[l], sa.b0, sa.b1, in, B, cond + (int64_t)l * G + H, L * G, run->h + H, G);
+            }
+            for (int b = 0; b < B; ++b) {
+                const float* hb = run->h + (int64_t)b * G;
+                gate(hb + r0, hb + H + r0, run->z + (int64_t)b * H + r0, r1 - r0);
+            }
+            run->barrier.wait(sense);     // z complete
+
+            Inputs zin;
+            zin.parts = 1; zin.ldx = H; zin.x[0] = run->z; zin.n[0] = H;
+            // skip rows accumulate into skip_sum; at layer 0 they start from the summed biases
+            Split ss = split(n_blocks(m->skip[l]), tid, nt);
+            {
+                const int srb = 8 * m->skip[l].ry;
+                if (l == 0) {
+                    for (int b = 0; b < B; ++b)
+                        for (int r = ss.b0 * srb; r < S && r < ss.b1 * srb; ++r) run->skip_sum[(int64_t)b * S + r] = m->skip_bias[r];
+                }
+                matmul_blocks(m, m->skip[l], ss.b0, ss.b1, zin, B, run->skip_sum, S, run->skip_sum, S);
+            }
+            if (l < L - 1) {
+                const int dn = m->dilation[l + 1];
+                const int64_t Pn = (int64_t)(K - 1) * dn + 1;
+                float* next = s->rings + s->ring_offset[l + 1] + (int64_t)(step % Pn) * B * R;
+                Split sr = split(n_blocks(m->res[l]), tid, nt);
+                const int rrb = 8 * m->res[l].ry;
+                const float* bias = m->res_bias + (int64_t)l * R;
+                for (int b = 0; b < B; ++b) {
+                    const float* xb = x_now ? x_now + (int64_t)b * R : m->embed + prev_i[b] * R;
+                    float* ib = run->res_init + (int64_t)b * R;
+                    for (int r = sr.b0 * rrb; r < R && r < sr.b1 * rrb; ++r) ib[r] = m->res_scale * xb[r] + bias[r];
+                }
+                matmul_blocks(m, m->res[l], sr.b0, sr.b1, zin, B, run->res_init, R, next, R);
+            }
+            run->barrier.wait(sense);     // next layer's input complete
+        }
+        // output: relu -> 1x1 (skip_scale folded) -> relu -> 1x1
+        {
+            Split so = split(n_blocks(m->out1), tid, nt);
+            const int orb = 8 * m->out1.ry;
+            float* relu_skip = run->relu_skip;     // not in place: the skip sum of another thread's rows is read
+            for (int b = 0; b < B; ++b)
+                for (int r = so.b0 * orb; r < S && r < so.b1 * orb; ++r) {
+                    float v = run->skip_sum[(int64_t)b * S + r];
+                    relu_skip[(int64_t)b * S + r] = v > 0.0f ? v : 0.0f;
+                }
+            run->barrier.wait(sense);
+            Inputs sin;
+            sin.parts = 1; sin.ldx = S; sin.x[0] = relu_skip; sin.n[0] = S;
+            matmul_blocks(m, m->out1, so.b0, so.b1, sin, B, nullptr, 0, run->hidden, S);
+            for (int b = 0; b < B; ++b)
+                for (int r = so.b0 * orb; r < S && r < so.b1 * orb; ++r) {
+                    float v = run->hidden[(int64_t)b * S + r] + m->out1_bias[r];
+                    run->hidden[(int64_t)b * S + r] = v > 0.0f ? v : 0.0f;
+                }
+            run->barrier.wait(sense);
+            Split s2 = split(n_blocks(m->out2), tid, nt);
+            const int orb2 = 8 * m->out2.ry;
+            Inputs hin;
+            hin.parts = 1; hin.ldx = S; hin.x[0] = run->hidden; hin.n[0] = S;
+            for (int b = 0; b < B; ++b)
+                for (int r = s2.b0 * orb2; r < m->n_out_pad && r < s2.b1 * orb2; ++r)
+                    run->logits[(int64_t)b * m->n_out_pad + r] = m->out2_bias[r];
+            matmul_blocks(m, m->out2, s2.b0, s2.b1, hin, B, run->logits, m->n_out_pad, run->logits, m->n_out_pad);
+            run->barrier.wait(sense);
+        }
+        // every thread samples the same values from the same logits and uniforms: no barrier needed afterwards
+        for (int b = 0; b < B; ++b) {
+            const float* lg = run->logits + (int64_t)b * m->n_out_pad;
+            if (tid == 0 && run->logits_out) memcpy(run->logits_out + (t * B + b) * m->n_out, lg, sizeof(float) * m->n_out);
+            if (run->forced) continue;
+            const double v = sample_one(m, lg, run->uniforms + (t * B + b) * run->n_uniforms, run->temperature, work);
+            if (quantized) prev_i[b] = (int64_t)v; else prev_f[b] = (float)v;
+            if (tid == 0 && run->samples) {
+                if (quantized) ((int64_t*)run->samples)[t * B + b] = (int64_t)v;
+                else ((float*)run->samples)[t * B + b] = (float)v;
+            }
+        }
+    }
+    if (tid == 0) {
+        for (int b = 0; b < B; ++b) { s->prev_class[b] = prev_i[b]; s->prev_value[b] = prev_f[b]; }
+    }
+    free(work); free(prev_i); free(prev_f);
+}
+
+struct ThreadArg { Run* run; int tid; std::atomic<int>* go; };
+static void* thread_main(void* p) {
+    ThreadArg* a = (ThreadArg*)p;
+    int g;
+    while ((g = a->go->load(std::memory_order_acquire)) == 0) sched_yield();
+    if (g > 0) run_thread(a->run, a->tid);
+    return nullptr;
+}
+
+static float* scratch(size_t n) {
+    float* p = (float*)aligned_alloc(64, (n * sizeof(float) + 63) / 64 * 64);
+    if (p) memset(p, 0, (n * sizeof(float) + 63) / 64 * 64);
+    return p;
+}
+
+// Runs n_steps steps; returns 0, or -1 when memory or threads could not be had.
+extern "C" int wn_run(const WNModel* m, WNState* s, int64_t n_steps, const float* cond, int64_t cond_stride,
+                      const float* uniforms, int32_t n_uniforms, float temperature, const void* forced,
+                      void* samples, float* logits_out) {
+    if (n_steps <= 0) return 0;
+    const int B = s->batch;
+    Run run;
+    run.m = m; run.s = s; run.n_steps = n_steps; run.cond = cond; run.cond_stride = cond_stride;
+    run.uniforms = uniforms; run.n_uniforms = n_uniforms; run.temperature = temperature; run.forced = forced;
+    run.samples = samples; run.logits_out = logits_out;
+    run.h = scratch((size_t)B * m->G); run.z = scratch((size_t)B * m->G / 2); run.skip_sum = scratch((size_t)B * m->S);
+    run.res_init = scratch((size_t)B * m->R); run.relu_skip = scratch((size_t)B * m->S);
+    run.hidden = scratch((size_t)B * m->S); run.logits = scratch((size_t)B * m->n_out_pad);
+    int rc = 0;
+    if (!run.h || !run.z || !run.skip_sum || !run.res_init || !run.relu_skip || !run.hidden || !run.logits) rc = -1;
+    const int nt = m->n_threads < 1 ? 1 : m->n_threads;
+    run.barrier.n = nt;
+    if (nt > 64) rc = -1;
+    pthread_t threads[64];
+    ThreadArg args[64];
+    std::atomic<int> go{0};
+    int started = 0;
+    if (rc == 0) {
+        for (int i = 1; i < nt; ++i) {
+            args[i].run = &run; args[i].tid = i; args[i].go = &go;
+            if (pthread_create(&threads[i], nullptr, thread_main, &args[i]) != 0) { rc = -1; break; }
+            ++started;
+        }
+        go.store(rc == 0 ? 1 : -1, std::memory_order_release);   // all or none: a barrier needs every thread
+        if (rc == 0) run_thread(&run, 0);
+        for (int i = 1; i <= started; ++i) pthread_join(threads[i], nullptr);
+    }
+    if (rc == 0) s->step += n_steps;
+    free(run.h); free(run.z); free(run.skip_sum); free(run.res_init); free(run.relu_skip); free(run.hidden);
+    free(run.logits);
+    return rc;
+}
+"""
+
+
+def compiler() -> str | None:
+    """The C++ compiler to build with: ``$CXX`` when set, else the first of ``c++``, ``g++``, ``clang++`` on PATH."""
+    env = os.environ.get("CXX")
+    if env:
+        return shutil.which(env) or env
+    for name in ("c++", "g++", "clang++"):
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+def cache_dir() -> Path:
+    """Where built kernels are kept: ``$WAVENET_DILATED_CACHE``, else ``$XDG_CACHE_HOME/wavenet_dilated``, else
+    ``~/.cache/wavenet_dilated``."""
+    env = os.environ.get("WAVENET_DILATED_CACHE")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "wavenet_dilated"
+
+
+def _cpu_flags() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _build(cxx: str, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".build-") as tmp:
+        src = Path(tmp) / "fastgen.cpp"
+        src.write_text(SOURCE)
+        out = Path(tmp) / target.name
+        proc = subprocess.run([cxx, *FLAGS, str(src), "-o", str(out)], capture_output=True, text=True)
+        if proc.returncode != 0:
+            tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
+            raise KernelUnavailable(f"building the fast-generation kernel with {cxx} failed: " + " | ".join(tail))
+        os.replace(out, target)  # atomic: a concurrent process sees either no file or the whole library
+
+
+@functools.lru_cache(maxsize=None)
+def load_kernel() -> ctypes.CDLL:
+    """Build (once per machine and source version, cached on disk) and load the kernel library.
+
+    Raises :class:`KernelUnavailable` when it cannot be had: not x86-64 with AVX2 and FMA, no compiler, a failed build.
+    """
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        raise KernelUnavailable(f"the fast kernel is written for x86-64 (AVX2, FMA); this machine is {platform.machine()}")
+    flags = _cpu_flags().split()
+    if not {"avx2", "fma"} <= set(flags):
+        raise KernelUnavailable("the fast kernel needs a CPU with AVX2 and FMA")
+    cxx = compiler()
+    if cxx is None:
+        raise KernelUnavailable("no C++ compiler found (set $CXX, or install g++)")
+    try:
+        version = subprocess.run([cxx, "--version"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError) as err:
+        raise KernelUnavailable(f"the C++ compiler {cxx} does not run: {err}") from None
+    key = hashlib.sha256("\0".join([SOURCE, " ".join(FLAGS), version, " ".join(sorted(flags))]).encode()).hexdigest()
+    target = cache_dir() / f"fastgen-{ABI_VERSION}-{key[:20]}.so"
+    if not target.exists():
+        try:
+            _build(cxx, target)
+        except OSError as err:
+            raise KernelUnavailable(f"cannot build the fast kernel in {target.parent}: {err}") from None
+    try:
+        lib = ctypes.CDLL(str(target))
+    except OSError as err:
+        raise KernelUnavailable(f"cannot load the fast kernel {target}: {err}") from None
+    if lib.wn_abi_version() != ABI_VERSION:
+        raise KernelUnavailable(f"{target} has ABI {lib.wn_abi_version()}, expected {ABI_VERSION}")
+    lib.wn_run.restype = ctypes.c_int
+    lib.wn_run.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64,
+                           ctypes.c_void_p, ctypes.c_int32, ctypes.c_float, ctypes.c_void_p, ctypes.c_void_p,
+                           ctypes.c_void_p]
+    return lib

@@ -1,0 +1,722 @@
+"""Generation at the hardware limit: the WaveNet step folded into a few matrix products, run by compiled code.
+
+:class:`~wavenet_dilated.generation.CachedGenerator` is the plain-PyTorch reference: per sample and layer it makes about
+a dozen PyTorch calls, each a few microseconds of dispatch, so at batch 1 it is bound by Python, not arithmetic. The fast
+path here computes the same function (same weights, same uniforms, same inverse-CDF sampling) as follows.
+
+Precomputed once per model (fp32, weight norm folded in):
+    * per layer, the dilated conv as two matrices ``W_a, W_b (G/2 × K·R)`` over the concatenated taps (oldest first);
+    * the skip and residual 1×1s, the residual one pre-multiplied by √½ (its bias too), so
+      ``x_{l+1} = √½·x_l + (√½·W_res) z + √½·b_res``; the last layer's residual is never computed;
+    * the skip sum starts from ``Σ_l b_skip_l`` and every layer accumulates ``W_skip z`` into it in place;
+    * ``skip_scale`` folded into the first output 1×1 (``relu(s·x) = s·relu(x)`` for ``s > 0``);
+    * for a categorical model, the first layer's taps of the embedding become per-class tables
+      ``T_j = E W_j^T (n_classes × G)``: that layer's conv is ``K`` row look-ups instead of a ``G × K·R`` product.
+
+Precomputed per chunk of steps (one matrix product, :data:`~wavenet_dilated.generation.COND_CHUNK` steps):
+    the additive term of every layer's pre-activation, ``W_mel c_t + W_spk g + b_conv`` ``(steps, B, L, G)``; for a
+    model without mel it is one ``(B, L, G)`` term for all steps.
+
+Per sample (compiled C++, :mod:`._fastgen_kernel`, AVX2/FMA fp32, one call per chunk, no Python in the loop):
+    per layer one pass over ``[W_a; W_b]`` (initialised with the additive term), the gate ``tanh(a)·σ(b)``, one pass
+    over ``[W_skip; W_res]``; then the two output 1×1s and inverse-CDF sampling with the pre-drawn uniforms of
+    :class:`~wavenet_dilated.generation.UniformStream` (same block order, so the same seed gives the same samples as
+    :func:`~wavenet_dilated.generation.generate`). With ``threads=2`` the row blocks of every product are split between
+    two threads that meet at a spin barrier twice per layer.
+
+On CUDA the step (same folded weights, plain PyTorch ops on static buffers, sampling included) is captured once in a
+CUDA graph and replayed per sample (:class:`CudaGraphGenerator`).
+
+When the compiled path cannot be used (no compiler, a CPU without AVX2/FMA, channel counts that are not multiples of 8,
+a non-fp32 model …) :func:`fast_generate` warns once with the reason and falls back to the reference generator.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import math
+import os
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from . import generation as gen_mod
+from .generation import UniformStream, _check_temperature, _make_generator, _prepare
+from .wavenet import WaveNet
+
+__all__ = [
+    "FastPathUnavailable",
+    "FastGenerator",
+    "FastState",
+    "CudaGraphGenerator",
+    "fast_generate",
+    "fast_logits",
+    "available",
+    "BACKENDS",
+]
+
+#: ``backend`` values of :func:`fast_generate`: ``"auto"`` picks ``"cuda_graph"`` for a CUDA model, ``"cpp"`` on CPU,
+#: and falls back to ``"reference"`` (the plain-PyTorch :class:`~wavenet_dilated.generation.CachedGenerator`) with a
+#: warning when the pick cannot run here.
+BACKENDS = ("auto", "cpp", "cuda_graph", "reference")
+
+_HEADS = {"categorical": 0, "mol": 1, "gaussian": 2}
+
+
+class FastPathUnavailable(RuntimeError):
+    """The fast path cannot run this model here; the message says why."""
+
+
+def available() -> tuple[bool, str]:
+    """Whether the compiled CPU kernel can be built and loaded here, and if not, why (builds it on first call)."""
+    from ._fastgen_kernel import KernelUnavailable, load_kernel
+
+    try:
+        load_kernel()
+    except KernelUnavailable as err:
+        return False, str(err)
+    return True, "ok"
+
+
+# --------------------------------------------------------------------------------------------------- folded weights
+
+
+@dataclass(frozen=True)
+class _Folded:
+    """The model's weights folded for a step (float32 numpy, contiguous); see the module docstring."""
+
+    conv: list[np.ndarray]  # per layer (G, K·R), taps oldest first
+    skip: list[np.ndarray]  # (S, G/2)
+    res: list[np.ndarray]  # (R, G/2) × √½ (last layer: empty)
+    res_bias: np.ndarray  # (L, R) × √½
+    skip_bias: np.ndarray  # (S,) Σ over layers
+    cond_weight: torch.Tensor | None  # (L·G, C_mel)
+    conv_bias: torch.Tensor  # (L·G,)
+    table: np.ndarray | None  # (K, n_classes, G)
+    embed: np.ndarray  # (n_classes, R) or (2, R): weight, bias of the 1×1
+    out1: np.ndarray  # (S, S) × skip_scale
+    out1_bias: np.ndarray
+    out2: np.ndarray  # (n_out, S)
+    out2_bias: np.ndarray
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    return np.ascontiguousarray(t.detach().to("cpu", torch.float32).numpy())
+
+
+@torch.no_grad()
+def _fold(model: WaveNet) -> _Folded:
+    c = model.config
+    blocks = list(model.blocks)
+    L, R, G, K = len(blocks), c.residual_channels, c.gate_channels, c.kernel_size
+    res_scale = math.sqrt(0.5)
+    conv, skip, res = [], [], []
+    res_bias = np.zeros((L, R), np.float32)
+    skip_bias = torch.zeros(c.skip_channels, dtype=torch.float64)
+    conv_bias = torch.zeros(L, G)
+    for i, b in enumerate(blocks):
+        w = b.conv.conv.weight  # (G, R, K); weight norm (if any) is evaluated here
+        conv.append(_np(w.permute(0, 2, 1).reshape(G, K * R)))
+        if b.conv.conv.bias is not None:
+            conv_bias[i] = b.conv.conv.bias
+        skip.append(_np(b.skip.weight[:, :, 0]))
+        if b.skip.bias is not None:
+            skip_bias += b.skip.bias.double()
+        if b.residual is not None:
+            res.append(_np(b.residual.weight[:, :, 0] * res_scale))
+            if b.residual.bias is not None:
+                res_bias[i] = _np(b.residual.bias * res_scale)
+        else:
+            res.append(np.zeros((0, G // 2), np.float32))
+    cond_weight = None
+    if c.cond_channels is not None:
+        cond_weight = torch.cat([b.cond_proj.weight[:, :, 0] for b in blocks]).detach().float().contiguous()
+    table = None
+    if model.head.quantized:
+        e = model.embed.weight.double()  # (n_classes, R)
+        w0 = blocks[0].conv.conv.weight.double()  # (G, R, K)
+        table = _np(torch.stack([e @ w0[:, :, j].T for j in range(K)]))
+        embed = _np(model.embed.weight)
+    else:
+        bias = model.embed.bias if model.embed.bias is not None else torch.zeros(R)
+        embed = _np(torch.stack([model.embed.weight[:, 0, 0], bias]))
+    out1_bias = model.out1.bias if model.out1.bias is not None else torch.zeros(c.skip_channels)
+    out2_bias = model.out2.bias if model.out2.bias is not None else torch.zeros(model.head.out_channels)
+    return _Folded(
+        conv=conv, skip=skip, res=res, res_bias=res_bias, skip_bias=_np(skip_bias), cond_weight=cond_weight,
+        conv_bias=conv_bias.reshape(-1).contiguous(), table=table, embed=embed,
+        out1=_np(model.out1.weight[:, :, 0] * model.skip_scale), out1_bias=_np(out1_bias),
+        out2=_np(model.out2.weight[:, :, 0]), out2_bias=_np(out2_bias),
+    )
+
+
+def unsupported_reason(model: WaveNet) -> str | None:
+    """Why the compiled CPU kernel cannot run ``model`` (``None`` when it can)."""
+    c = model.config
+    p = next(model.parameters())
+    if p.device.type != "cpu":
+        return f"the compiled kernel runs on CPU; the model is on {p.device}"
+    if p.dtype != torch.float32:
+        return f"the compiled kernel computes in float32; the model is {p.dtype}"
+    if c.output not in _HEADS:
+        return f"output {c.output!r} is not supported by the compiled kernel"
+    for name, value in (("residual_channels", c.residual_channels), ("skip_channels", c.skip_channels),
+                        ("gate_channels / 2", c.gate_channels // 2)):
+        if value % 8:
+            return f"the compiled kernel needs {name} to be a multiple of 8, found {value}"
+    if c.kernel_size > 8:
+        return f"the compiled kernel takes kernel_size <= 8, found {c.kernel_size}"
+    if model.training:
+        return "the model is in training mode"
+    return None
+
+
+# --------------------------------------------------------------------------------------------------- ctypes layout
+
+
+class _Matrix(ctypes.Structure):
+    _fields_ = [("offset", ctypes.c_int64), ("rows", ctypes.c_int32), ("in_", ctypes.c_int32),
+                ("ry", ctypes.c_int32), ("pad_", ctypes.c_int32)]
+
+
+class _Model(ctypes.Structure):
+    _fields_ = [
+        ("n_layers", ctypes.c_int32), ("R", ctypes.c_int32), ("G", ctypes.c_int32), ("S", ctypes.c_int32),
+        ("K", ctypes.c_int32), ("n_out", ctypes.c_int32), ("n_out_pad", ctypes.c_int32), ("head", ctypes.c_int32),
+        ("n_classes", ctypes.c_int32), ("n_mix", ctypes.c_int32), ("first_table", ctypes.c_int32),
+        ("n_threads", ctypes.c_int32),
+        ("res_scale", ctypes.c_float), ("log_scale_min", ctypes.c_float),
+        ("dilation", ctypes.c_void_p),
+        ("conv_a", ctypes.c_void_p), ("conv_b", ctypes.c_void_p), ("skip", ctypes.c_void_p), ("res", ctypes.c_void_p),
+        ("weights", ctypes.c_void_p), ("res_bias", ctypes.c_void_p), ("skip_bias", ctypes.c_void_p),
+        ("table", ctypes.c_void_p), ("embed", ctypes.c_void_p),
+        ("out1", _Matrix), ("out2", _Matrix),
+        ("out1_bias", ctypes.c_void_p), ("out2_bias", ctypes.c_void_p),
+    ]
+
+
+class _State(ctypes.Structure):
+    _fields_ = [("rings", ctypes.c_void_p), ("ring_offset", ctypes.c_void_p), ("class_ring", ctypes.c_void_p),
+                ("prev_class", ctypes.c_void_p), ("prev_value", ctypes.c_void_p), ("step", ctypes.c_int64),
+                ("batch", ctypes.c_int32)]
+
+
+def _ptr(a: np.ndarray | torch.Tensor | None) -> int | None:
+    if a is None:
+        return None
+    if isinstance(a, torch.Tensor):
+        return a.data_ptr()
+    return a.ctypes.data
+
+
+def _aligned(n: int, dtype=np.float32) -> np.ndarray:
+    """A zeroed 1-D array of ``n`` elements starting on a 64-byte boundary."""
+    item = np.dtype(dtype).itemsize
+    raw = np.zeros(n * item + 64, np.uint8)
+    start = (-raw.ctypes.data) % 64
+    return raw[start : start + n * item].view(dtype)
+
+
+class _Packed:
+    """Weights packed for one row-block size, and the ctypes model struct pointing into them (kept alive here)."""
+
+    def __init__(self, folded: _Folded, model: WaveNet, ry_max: int, threads: int) -> None:
+        c = model.config
+        L, G = c.n_layers, c.gate_channels
+        H = G // 2
+        pieces: list[np.ndarray] = []
+        size = 0
+
+        def pack(w: np.ndarray) -> _Matrix:
+            nonlocal size
+            rows, n_in = w.shape
+            assert rows % 8 == 0, rows
+            # blocks small enough that every thread gets at least one, and no larger than the micro-kernel wants
+            ry = ry_max
+            while ry > 1 and rows < 8 * ry * threads:
+                ry //= 2
+            rb = 8 * ry
+            m = _Matrix(size, rows, n_in, ry, 0)
+            for r0 in range(0, rows, rb):
+                block = np.ascontiguousarray(w[r0 : r0 + rb].T)  # (in, rows in block)
+                pieces.append(block.reshape(-1))
+                size += block.size
+            pad = (-size) % 16  # keep every matrix 64-byte aligned
+            if pad:
+                pieces.append(np.zeros(pad, np.float32))
+                size += pad
+            return m
+
+        conv_a = (_Matrix * L)(*[pack(w[:H]) for w in folded.conv])
+        conv_b = (_Matrix * L)(*[pack(w[H:]) for w in folded.conv])
+        skip = (_Matrix * L)(*[pack(w) for w in folded.skip])
+        res = (_Matrix * L)(*[pack(w) if w.shape[0] else _Matrix(0, 0, H, 1, 0) for w in folded.res])
+        n_out = folded.out2.shape[0]
+        n_out_pad = -(-n_out // 8) * 8
+        out2 = np.zeros((n_out_pad, folded.out2.shape[1]), np.float32)
+        out2[:n_out] = folded.out2
+        out2_bias = np.zeros(n_out_pad, np.float32)
+        out2_bias[:n_out] = folded.out2_bias
+        out1_m = pack(folded.out1)
+        out2_m = pack(out2)
+        self.weights = _aligned(size)
+        np.concatenate(pieces, out=self.weights)
+        self.dilation = np.asarray(c.dilations, np.int32)
+        self.out2_bias = out2_bias
+        self.folded = folded
+        self._structs = (conv_a, conv_b, skip, res)
+        head = model.head
+        self.struct = _Model(
+            n_layers=L, R=c.residual_channels, G=G, S=c.skip_channels, K=c.kernel_size, n_out=n_out,
+            n_out_pad=n_out_pad, head=_HEADS[c.output], n_classes=c.n_classes, n_mix=c.n_mixtures,
+            first_table=int(folded.table is not None), n_threads=threads,
+            res_scale=math.sqrt(0.5), log_scale_min=float(getattr(head, "log_scale_min", 0.0)),
+            dilation=_ptr(self.dilation), conv_a=ctypes.addressof(conv_a), conv_b=ctypes.addressof(conv_b),
+            skip=ctypes.addressof(skip), res=ctypes.addressof(res), weights=_ptr(self.weights),
+            res_bias=_ptr(folded.res_bias), skip_bias=_ptr(folded.skip_bias), table=_ptr(folded.table),
+            embed=_ptr(folded.embed), out1=out1_m, out2=out2_m, out1_bias=_ptr(folded.out1_bias),
+            out2_bias=_ptr(self.out2_bias),
+        )
+
+
+def _ry_for_batch(batch: int) -> int:
+    """8-row vectors per packed block for a batch: the micro-kernel keeps ``ry × columns`` accumulators in registers."""
+    if batch == 1:
+        return 8
+    if batch == 2:
+        return 4
+    if batch <= 4:
+        return 2
+    return 1
+
+
+# --------------------------------------------------------------------------------------------------- state
+
+
+@dataclass
+class FastState:
+    """Everything a fast generation carries from one sample to the next; owned by the caller.
+
+    Attributes:
+        rings: all layers' ring buffers ``(slots_l, B, R)`` flattened (fp32, zero = silence before the start).
+        ring_offset: ``(L,)`` where each layer's ring starts in ``rings``.
+        class_ring: the first layer's past input classes ``((K−1)·d_0 + 1, B)`` (categorical), −1 before the start.
+        prev_class / prev_value: ``(B,)`` the last sample (the next step's input), for a categorical / continuous head.
+        step: samples generated so far.
+    """
+
+    rings: np.ndarray
+    ring_offset: np.ndarray
+    class_ring: np.ndarray
+    prev_class: np.ndarray
+    prev_value: np.ndarray
+    batch: int
+    quantized: bool
+    step: int = 0
+
+    @property
+    def previous(self) -> torch.Tensor:
+        """``(B,)`` the last sample: int64 classes (categorical) or float32 values."""
+        return torch.from_numpy((self.prev_class if self.quantized else self.prev_value).copy())
+
+    def _struct(self) -> _State:
+        return _State(rings=_ptr(self.rings), ring_offset=_ptr(self.ring_offset), class_ring=_ptr(self.class_ring),
+                      prev_class=_ptr(self.prev_class), prev_value=_ptr(self.prev_value), step=self.step,
+                      batch=self.batch)
+
+
+# --------------------------------------------------------------------------------------------------- generator
+
+
+def _default_threads() -> int:
+    return max(1, min(2, torch.get_num_threads(), os.cpu_count() or 1))
+
+
+class FastGenerator:
+    """Compiled-loop WaveNet generation on CPU; same samples as :class:`~wavenet_dilated.generation.CachedGenerator`.
+
+    Args:
+        model: a :class:`~wavenet_dilated.wavenet.WaveNet` in eval mode, fp32, on CPU. The weights are folded and
+            copied at construction: build a new generator after changing the model.
+        threads: threads of the compiled loop (default ``min(2, torch.get_num_threads())``); they split the rows of
+            every matrix and meet at a barrier twice per layer.
+
+    Raises:
+        FastPathUnavailable: the kernel cannot be built or loaded here, or the model is not supported (see
+            :func:`unsupported_reason`).
+
+    Examples:
+        >>> gen = FastGenerator(model)
+        >>> state = gen.init_state(batch_size=2)
+        >>> samples = gen.run(state, 100, UniformStream(2, 1, torch.Generator().manual_seed(0)))   # (2, 100)
+    """
+
+    def __init__(self, model: WaveNet, threads: int | None = None) -> None:
+        if model.training:
+            raise ValueError("put the model in eval mode (model.eval()) before generating: dropout is on")
+        reason = unsupported_reason(model)
+        if reason is not None:
+            raise FastPathUnavailable(reason)
+        from ._fastgen_kernel import KernelUnavailable, load_kernel
+
+        try:
+            self._lib = load_kernel()
+        except KernelUnavailable as err:
+            raise FastPathUnavailable(str(err)) from None
+        if threads is None:
+            threads = _default_threads()
+        if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= 64:
+            raise ValueError(f"threads must be an int in [1, 64], found {threads!r}")
+        self.model, self.threads = model, threads
+        self.config = model.config
+        self.folded = _fold(model)
+        self._packed: dict[int, _Packed] = {}
+
+    def _pack(self, batch: int) -> _Packed:
+        ry = _ry_for_batch(batch)
+        if ry not in self._packed:
+            self._packed[ry] = _Packed(self.folded, self.model, ry, self.threads)
+        return self._packed[ry]
+
+    # ------------------------------------------------------------------ state and conditioning
+    def init_state(self, batch_size: int) -> FastState:
+        """A zeroed state for ``batch_size`` rows: as if the signal were preceded by silence."""
+        c = self.config
+        slots = [(c.kernel_size - 1) * d + 1 for d in c.dilations]
+        sizes = [s * batch_size * c.residual_channels for s in slots]
+        ring_offset = np.zeros(len(slots), np.int64)
+        ring_offset[1:] = np.cumsum(sizes)[:-1]
+        head = self.model.head
+        return FastState(
+            rings=_aligned(int(sum(sizes))), ring_offset=ring_offset,
+            class_ring=np.full((slots[0], batch_size), -1, np.int32),
+            prev_class=np.full(batch_size, head.silence() if head.quantized else 0, np.int64),
+            prev_value=np.full(batch_size, 0.0 if head.quantized else head.silence(), np.float32),
+            batch=batch_size, quantized=head.quantized,
+        )
+
+    def constant_term(self, speaker_vec: torch.Tensor | None, batch: int) -> torch.Tensor:
+        """``(B, L·G)``: conv biases plus the speaker projections (the part of the additive term that is constant)."""
+        term = self.folded.conv_bias.expand(batch, -1)
+        if speaker_vec is not None:
+            spk = torch.cat([b.speaker_proj(speaker_vec) for b in self.model.blocks], dim=1)  # (B, L·G, 1)
+            term = term + spk[:, :, 0].float()
+        return term.contiguous()
+
+    def project(self, cond: torch.Tensor | None, constant: torch.Tensor, n_steps: int) -> tuple[torch.Tensor, int]:
+        """The additive term for ``n_steps`` steps: ``(n, B, L·G)`` from ``cond (B, C_mel, n)``, or the constant
+        ``(B, L·G)`` with stride 0 when the model has no mel. Returns (term, floats per step)."""
+        if cond is None or self.folded.cond_weight is None:
+            return constant, 0
+        B = cond.shape[0]
+        x = cond.permute(2, 0, 1).reshape(n_steps * B, -1).float()  # (n·B, C_mel)
+        out = torch.addmm(constant.repeat(n_steps, 1), x, self.folded.cond_weight.T)  # (n·B, L·G)
+        return out, B * constant.shape[1]
+
+    # ------------------------------------------------------------------ the loop
+    def _call(self, state: FastState, n: int, term: torch.Tensor, stride: int, uniforms: torch.Tensor | None,
+              temperature: float, forced: torch.Tensor | None, samples: torch.Tensor | None,
+              logits: torch.Tensor | None) -> None:
+        packed = self._pack(state.batch)
+        st = state._struct()
+        head = self.model.head
+        rc = self._lib.wn_run(
+            ctypes.byref(packed.struct), ctypes.byref(st), n, _ptr(term), stride, _ptr(uniforms),
+            head.n_uniforms, float(temperature), _ptr(forced), _ptr(samples), _ptr(logits),
+        )
+        if rc != 0:
+            raise MemoryError("the fast-generation kernel could not allocate its scratch memory or threads")
+        state.step = st.step
+
+    def run(
+        self,
+        state: FastState,
+        n_steps: int,
+        uniforms: UniformStream,
+        cond: torch.Tensor | None = None,
+        speaker_vec: torch.Tensor | None = None,
+        temperature: float = 1.0,
+        progress: tqdm | None = None,
+    ) -> torch.Tensor:
+        """Generate ``n_steps`` samples ``(B, n_steps)``; ``cond`` is the upsampled mel for exactly these steps."""
+        _check_temperature(temperature)
+        head = self.model.head
+        B = state.batch
+        constant = self.constant_term(speaker_vec, B)
+        dtype = torch.int64 if head.quantized else torch.float32
+        out = torch.empty(n_steps, B, dtype=dtype)
+        for start in range(0, n_steps, gen_mod.COND_CHUNK):
+            n = min(gen_mod.COND_CHUNK, n_steps - start)
+            term, stride = self.project(None if cond is None else cond[:, :, start : start + n], constant, n)
+            u = uniforms.take(n).float().contiguous()
+            self._call(state, n, term, stride, u, temperature, None, out[start:], None)
+            if progress is not None:
+                progress.update(n)
+        return out.T.contiguous()
+
+    def logits(self, inputs: torch.Tensor, cond: torch.Tensor | None = None,
+               speaker_vec: torch.Tensor | None = None) -> torch.Tensor:
+        """Teacher-forced logits ``(B, out, T)`` of ``inputs (B, T)``, one compiled step at a time from a fresh state."""
+        B, T = inputs.shape
+        state = self.init_state(B)
+        constant = self.constant_term(speaker_vec, B)
+        n_out = self.model.head.out_channels
+        out = torch.empty(T, B, n_out)
+        forced_all = inputs.T.contiguous()
+        if not self.model.head.quantized:
+            forced_all = forced_all.float()
+        for start in range(0, T, gen_mod.COND_CHUNK):
+            n = min(gen_mod.COND_CHUNK, T - start)
+            term, stride = self.project(None if cond is None else cond[:, :, start : start + n], constant, n)
+            self._call(state, n, term, stride, None, 1.0, forced_all[start : start + n], None, out[start:])
+        return out.permute(1, 2, 0).contiguous()
+
+
+# --------------------------------------------------------------------------------------------------- CUDA graphs
+
+
+class CudaGraphGenerator:
+    """The step as a fixed sequence of PyTorch ops on static buffers, captured once in a CUDA graph and replayed per
+    sample (no host round trip, no per-op launch cost).
+
+    Same folded weights and sampling as :class:`FastGenerator`. Positions in the ring buffers, the step counter and the
+    row of the per-chunk conditioning / uniforms are device tensors updated inside the graph, so one graph serves
+    every step. ``capture=False`` runs the same step eagerly (any device): that is how it is tested on a machine
+    without a GPU.
+
+    Not exercised on a GPU in this repository's test suite (no GPU in CI); the eager step is.
+    """
+
+    def __init__(self, model: WaveNet, batch_size: int, chunk: int | None = None, temperature: float = 1.0,
+                 capture: bool | None = None) -> None:
+        if model.training:
+            raise ValueError("put the model in eval mode (model.eval()) before generating: dropout is on")
+        _check_temperature(temperature)
+        c = model.config
+        p = next(model.parameters())
+        self.model, self.device, self.dtype = model, p.device, p.dtype
+        self.capture = (p.device.type == "cuda") if capture is None else capture
+        if self.capture and p.device.type != "cuda":
+            raise FastPathUnavailable(f"CUDA graph capture needs a CUDA model; the model is on {p.device}")
+        self.B, self.chunk = batch_size, chunk or gen_mod.COND_CHUNK
+        self.temperature = temperature
+        L, R, G, K = c.n_layers, c.residual_channels, c.gate_channels, c.kernel_size
+        self.L, self.R, self.G, self.K, self.H = L, R, G, K, G // 2
+        dev, dt = self.device, self.dtype
+        res_scale = math.sqrt(0.5)
+        with torch.no_grad():
+            blocks = list(model.blocks)
+            self.w_conv = [b.conv.conv.weight.permute(0, 2, 1).reshape(G, K * R).T.contiguous() for b in blocks]
+            self.w_skip = [b.skip.weight[:, :, 0].T.contiguous() for b in blocks]
+            self.w_res = [None if b.residual is None else (b.residual.weight[:, :, 0] * res_scale).T.contiguous()
+                          for b in blocks]
+            self.b_res = [None if b.residual is None else b.residual.bias * res_scale for b in blocks]
+            self.b_skip = sum(b.skip.bias for b in blocks)
+            self.w_out1 = (model.out1.weight[:, :, 0] * model.skip_scale).T.contiguous()
+            self.b_out1 = model.out1.bias
+            self.w_out2 = model.out2.weight[:, :, 0].T.contiguous()
+            self.b_out2 = model.out2.bias
+            conv_bias = torch.stack([b.conv.conv.bias if b.conv.conv.bias is not None else torch.zeros(G, device=dev)
+                                     for b in blocks]).reshape(-1)
+            self.conv_bias = conv_bias
+            self.cond_weight = (torch.cat([b.cond_proj.weight[:, :, 0] for b in blocks])
+                                if c.cond_channels is not None else None)
+        self.slots = [(K - 1) * d + 1 for d in c.dilations]
+        self.backs = [torch.tensor([(K - 1 - j) * d for j in range(K)], device=dev) for d in c.dilations]
+        head = model.head
+        self.head = head
+        in_dtype = torch.int64 if head.quantized else dt
+        # static buffers
+        self.rings = [torch.zeros(s, batch_size, R, device=dev, dtype=dt) for s in self.slots]
+        self.prev = torch.full((batch_size,), head.silence(), dtype=in_dtype, device=dev)
+        self.step_t = torch.zeros((), dtype=torch.int64, device=dev)  # global step
+        self.row_t = torch.zeros((), dtype=torch.int64, device=dev)  # row in the chunk buffers
+        self.term = torch.zeros(self.chunk, batch_size, L * G, device=dev, dtype=dt)
+        self.unif = torch.zeros(self.chunk, batch_size, head.n_uniforms, device=dev, dtype=torch.float32)
+        self.out = torch.zeros(self.chunk, batch_size, dtype=in_dtype, device=dev)
+        self.graph = None
+
+    @torch.no_grad()
+    def _step(self) -> None:
+        """One sample: reads ``prev``, ``term[row]``, ``unif[row]``; writes ``out[row]``, ``prev``; advances counters."""
+        model, B, G, H = self.model, self.B, self.G, self.H
+        term = self.term.index_select(0, self.row_t.view(1))[0]  # (B, L·G)
+        x = model.embed_inputs(self.prev[:, None])[:, :, 0]  # (B, R)
+        skips = self.b_skip.expand(B, -1).clone()
+        for i in range(self.L):
+            ring, P = self.rings[i], self.slots[i]
+            ring.index_copy_(0, torch.remainder(self.step_t, P).view(1), x[None])
+            idx = torch.remainder(self.step_t - self.backs[i], P)
+            taps = ring.index_select(0, idx).permute(1, 0, 2).reshape(B, -1)  # (B, K·R), oldest first
+            h = torch.addmm(term[:, i * G : (i + 1) * G], taps, self.w_conv[i])
+            z = torch.tanh(h[:, :H]) * torch.sigmoid(h[:, H:])
+            skips = torch.addmm(skips, z, self.w_skip[i])
+            if self.w_res[i] is not None:
+                x = torch.addmm(torch.add(self.b_res[i], x, alpha=math.sqrt(0.5)), z, self.w_res[i])
+        hidden = torch.relu(torch.addmm(self.b_out1, torch.relu(skips), self.w_out1))
+        logits = torch.addmm(self.b_out2, hidden, self.w_out2)
+        u = self.unif.index_select(0, self.row_t.view(1))[0]
+        sample = self.head.sample(logits, u, self.temperature).to(self.prev.dtype)
+        self.prev.copy_(sample)
+        self.out.index_copy_(0, self.row_t.view(1), sample[None])
+        self.step_t.add_(1)
+        self.row_t.add_(1)
+
+    def _ensure_graph(self) -> None:
+        if not self.capture or self.graph is not None:
+            return
+        # warm up on a side stream (allocations, cuBLAS handles), then capture one step; undo the warm-up's effects
+        saved = ([r.clone() for r in self.rings], self.prev.clone(), self.step_t.clone(), self.row_t.clone())
+        stream = torch.cuda.Stream(self.device)
+        stream.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(stream):
+            for _ in range(2):
+                self._step()
+        torch.cuda.current_stream(self.device).wait_stream(stream)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self._step()
+        for r, s in zip(self.rings, saved[0]):
+            r.copy_(s)
+        self.prev.copy_(saved[1])
+        self.step_t.copy_(saved[2])
+        self.row_t.copy_(saved[3])
+
+    @torch.no_grad()
+    def run(self, n_steps: int, uniforms: UniformStream, cond: torch.Tensor | None = None,
+            speaker_vec: torch.Tensor | None = None, progress: tqdm | None = None) -> torch.Tensor:
+        """Generate ``n_steps`` samples ``(B, n_steps)`` (continuing from the buffers' current state)."""
+        self._ensure_graph()
+        B = self.B
+        constant = self.conv_bias.expand(B, -1)
+        if speaker_vec is not None:
+            constant = constant + torch.cat([b.speaker_proj(speaker_vec) for b in self.model.blocks], dim=1)[:, :, 0]
+        outs = []
+        for start in range(0, n_steps, self.chunk):
+            n = min(self.chunk, n_steps - start)
+            if cond is not None:
+                chunk = cond[:, :, start : start + n].to(self.device, self.dtype)
+                proj = torch.einsum("oc,bct->tbo", self.cond_weight, chunk)
+                self.term[:n].copy_(proj + constant)
+            else:
+                self.term[:n].copy_(constant.expand(n, -1, -1))
+            self.unif[:n].copy_(uniforms.take(n).to(self.device))
+            self.row_t.zero_()
+            for _ in range(n):
+                if self.graph is not None:
+                    self.graph.replay()
+                else:
+                    self._step()
+            outs.append(self.out[:n].T.to("cpu", copy=True))
+            if progress is not None:
+                progress.update(n)
+        if not outs:
+            return self.prev.new_empty(B, 0).cpu()
+        return torch.cat(outs, dim=1)
+
+
+# --------------------------------------------------------------------------------------------------- public API
+
+
+def _notice(reason: str) -> None:
+    warnings.warn(f"fast generation unavailable ({reason}); using the reference cached generator", RuntimeWarning,
+                  stacklevel=3)
+
+
+def _resolve(model: WaveNet, backend: str) -> tuple[str, object | None]:
+    """The backend to run and, for "cpp", its generator; "reference" with a warning when "auto" cannot run here."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, found {backend!r}")
+    if backend == "reference":
+        return "reference", None
+    on_cuda = next(model.parameters()).device.type == "cuda"
+    if backend == "cuda_graph" or (backend == "auto" and on_cuda):
+        if not on_cuda or not torch.cuda.is_available():
+            reason = "the cuda_graph backend needs a CUDA model"
+            if backend == "auto":
+                _notice(reason)
+                return "reference", None
+            raise FastPathUnavailable(reason)
+        return "cuda_graph", None
+    try:
+        return "cpp", FastGenerator(model)
+    except FastPathUnavailable as err:
+        if backend == "auto":
+            _notice(str(err))
+            return "reference", None
+        raise
+
+
+@torch.no_grad()
+def fast_generate(
+    model: WaveNet,
+    n_samples: int | None = None,
+    mel: torch.Tensor | None = None,
+    speaker: torch.Tensor | int | None = None,
+    batch_size: int | None = None,
+    temperature: float = 1.0,
+    seed: int | None = None,
+    generator: torch.Generator | None = None,
+    progress: bool = False,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """:func:`~wavenet_dilated.generation.generate` through the fast path: same arguments, same samples for a seed.
+
+    Args:
+        backend: ``"auto"`` (the compiled CPU loop, or a CUDA graph for a CUDA model; the reference generator with a
+            warning when neither can run), ``"cpp"``, ``"cuda_graph"`` (raise :class:`FastPathUnavailable` when they
+            cannot run) or ``"reference"``.
+
+    Returns:
+        ``(B, n_samples)``: int64 μ-law classes (categorical) or floats in [−1, 1].
+    """
+    _check_temperature(temperature)
+    kind, fast = _resolve(model, backend)
+    if kind == "reference":
+        return gen_mod.generate(model, n_samples, mel, speaker, batch_size, temperature, seed, generator, progress)
+    batch, n_samples, cond, speaker = _prepare(model, n_samples, mel, speaker, batch_size)
+    uniforms = UniformStream(batch, model.head.n_uniforms, _make_generator(seed, generator))
+    spk = model.speaker_vector(speaker, batch)
+    cond = None if cond is None else cond[:, :, :n_samples]
+    bar = tqdm(total=n_samples, unit="sample", unit_scale=True, desc="generating") if progress else None
+    try:
+        if kind == "cuda_graph":
+            return CudaGraphGenerator(model, batch, temperature=temperature).run(n_samples, uniforms, cond, spk, bar)
+        assert isinstance(fast, FastGenerator)
+        state = fast.init_state(batch)
+        return fast.run(state, n_samples, uniforms, cond, spk, temperature, bar)
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+@torch.no_grad()
+def fast_logits(
+    model: WaveNet,
+    inputs: torch.Tensor,
+    mel: torch.Tensor | None = None,
+    speaker: torch.Tensor | None = None,
+    backend: str = "cpp",
+) -> torch.Tensor:
+    """Teacher-forced logits ``(B, out, T)`` computed one step at a time through the compiled loop.
+
+    Equals ``model(inputs, mel, speaker)`` up to float rounding: the exactness check of the fast path (the analogue of
+    :func:`~wavenet_dilated.generation.cached_logits`). ``backend="reference"`` runs the cached reference instead.
+    """
+    model.check_inputs(inputs)
+    if backend == "reference":
+        return gen_mod.cached_logits(model, inputs, mel, speaker)
+    if backend != "cpp":
+        raise ValueError(f"fast_logits backend must be 'cpp' or 'reference', found {backend!r}")
+    fast = FastGenerator(model)
+    B = inputs.shape[0]
+    cond = model.upsample(mel) if mel is not None else None
+    if model.config.cond_channels is not None and cond is None:
+        raise ValueError("this model is mel-conditioned: pass mel (batch, bins, frames)")
+    if cond is not None and cond.shape[2] != inputs.shape[1]:
+        raise ValueError(f"the mel covers {cond.shape[2]} samples, expected {inputs.shape[1]} (the input length)")
+    spk = model.speaker_vector(speaker, B)
+    return fast.logits(inputs, cond, spk)
