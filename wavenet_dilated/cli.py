@@ -705,6 +705,7 @@ def _measure(stack: _Stack) -> tuple[tuple[int, ...], bool | None, float | None]
 
 def _run_rf(args: argparse.Namespace) -> int:
     stack = _rf_stack(args)
+    measured = _measure(stack) if args.measure else None  # first: it can refuse, and coverage may take a while
     dilations = stack.dilations
     rfs = dil.receptive_fields(stack.kernel, dilations)
     rf = rfs[-1]
@@ -736,10 +737,10 @@ def _run_rf(args: argparse.Namespace) -> int:
         ("gridding coverage", cover_text),
         ("HDC (Wang et al.)", f"{hdc_text} [{scope}{_format_rates(stack.group, 1)}]"),
     ]
-    if args.measure:
-        measured, causal, zeros = _measure(stack)
-        verdict = "matches" if set(measured) == {rf} else f"DIFFERS from the computed {rf}"
-        text = " x ".join(map(str, measured)) + f" {'samples' if stack.dims == 1 else 'positions'}, {verdict}"
+    if measured is not None:
+        extent, causal, zeros = measured
+        verdict = "matches" if set(extent) == {rf} else f"DIFFERS from the computed {rf}"
+        text = " x ".join(map(str, extent)) + f" {'samples' if stack.dims == 1 else 'positions'}, {verdict}"
         if causal is not None:
             text += "; causal" if causal else "; NOT causal: later inputs reach it"
         if zeros is not None:
