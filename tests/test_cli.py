@@ -238,6 +238,23 @@ def test_generator_falls_back_when_fastgen_is_missing(monkeypatch):
     assert cli_module._generator() == (fake.fast_generate, "fast")
 
 
+def test_library_warnings_are_one_line(ckpts, tmp_path, capsys, monkeypatch):
+    import warnings
+
+    from wavenet_dilated.generation import generate
+
+    def fallback(*args, **kwargs):
+        warnings.warn("fast generation unavailable (no compiler);\n using the reference", RuntimeWarning, stacklevel=2)
+        return generate(*args, **kwargs)
+
+    monkeypatch.setattr(cli_module, "_generator", lambda: (fallback, "reference"))
+    code, _, stderr = run(["sample", ckpts["plain"], "--seconds", "0.01", "-o", tmp_path / "w.wav", "--no-progress"],
+                          capsys)
+    assert code == 0
+    assert stderr.splitlines() == ["wavenet-dilated: warning: fast generation unavailable (no compiler); using the "
+                                   "reference"]
+
+
 # ------------------------------------------------------------------------------------------------ errors
 
 

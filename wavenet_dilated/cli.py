@@ -21,7 +21,9 @@ import json
 import math
 import os
 import sys
+import textwrap
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,6 +98,11 @@ def _dilation_list(text: str) -> list[int]:
 # --------------------------------------------------------------------------------------------------- parser
 
 
+def _wrap(text: str) -> str:
+    """A description paragraph wrapped for the raw formatters (which keep the examples' line breaks)."""
+    return textwrap.fill(text, width=79)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The whole command line: one parser with a subparser per command; each sets ``run`` to its function."""
     parser = _Parser(
@@ -118,12 +125,12 @@ def _add_sample(commands: Any) -> None:
     p = commands.add_parser(
         "sample",
         help="generate audio from a checkpoint (unconditional, or vocode a mel)",
-        description="Generate audio with the cached fast generator. An unconditioned model generates --seconds of "
+        description=_wrap("Generate audio with the cached fast generator. An unconditioned model generates --seconds of "
         "audio; a mel-conditioned model (a vocoder) vocodes --mel-from INPUT.wav or --mel FILE.npy, giving "
         "frames x hop_length samples. Files are written as 16-bit PCM at the checkpoint's sample rate "
         f"({DEFAULT_SAMPLE_RATE} Hz, with a note, for a checkpoint that stores no audio_config). At the end it "
         "prints the duration, samples per second and the real-time factor (compute time / duration of the audio "
-        "generated; below 1 is faster than real time).",
+        "generated; below 1 is faster than real time)."),
         epilog=f"examples:\n  {PROG} sample run/best.pt --mel-from LJ001-0001.wav -o vocoded.wav\n"
         f"  {PROG} sample run/uncond.pt --seconds 2 --batch 4 --seed 7 -o samples/noise.wav",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -170,10 +177,10 @@ def _add_rf(commands: Any) -> None:
     p = commands.add_parser(
         "rf",
         help="receptive field, parameters, gridding coverage and HDC validity of a stack",
-        description="Receptive field (samples and milliseconds), parameter count, gridding coverage (the fraction of "
+        description=_wrap("Receptive field (samples and milliseconds), parameter count, gridding coverage (the fraction of "
         "offsets inside the receptive field that some input-to-output path reaches) and HDC validity (Wang et al. "
         "2018, checked on one group of rates: one stack) of a dilated stack, given as a model preset, a "
-        "checkpoint, or explicitly with --dilations or --layers.",
+        "checkpoint, or explicitly with --dilations or --layers."),
         epilog=f"examples:\n  {PROG} rf --preset ljspeech\n  {PROG} rf --compare --layers 6\n"
         f"  {PROG} rf --compare --layers 6 --dims 2        # the 3x3 table of the chapter\n"
         f"  {PROG} rf --dilations 1,2,5 --stacks 3 --kernel 3",
@@ -255,7 +262,9 @@ def cli(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         return _fail(f"choose a command: sample, rf, bench or info (see '{PROG} --help')")
     try:
-        return args.run(args)
+        with warnings.catch_warnings():  # restores the default display afterwards
+            warnings.showwarning = _show_warning
+            return args.run(args)
     except (ValueError, FileNotFoundError, OSError) as err:
         return _fail(str(err) or type(err).__name__)
     except KeyboardInterrupt:
@@ -267,6 +276,12 @@ def _fail(message: str) -> int:
     one_line = "; ".join(line.strip() for line in message.splitlines() if line.strip())
     print(f"{PROG}: error: {one_line}", file=sys.stderr)
     return EXIT_USAGE
+
+
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: Any = None, line: str | None = None) -> None:
+    """Library warnings (e.g. the fast generator falling back) as one line, without a source excerpt."""
+    print(f"{PROG}: warning: {' '.join(str(message).split())}", file=sys.stderr)
 
 
 def _note(message: str) -> None:
