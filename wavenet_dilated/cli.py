@@ -492,6 +492,16 @@ def _run_sample(args: argparse.Namespace) -> int:
         _check_writable(path)
 
     # what to generate: everything is checked before the model is built and the (long) generation starts
+    speaker = args.speaker
+    if config.n_speakers is None:
+        if speaker is not None:
+            raise ValueError(f"{args.checkpoint} has no speaker conditioning: drop --speaker")
+    elif speaker is None:
+        raise ValueError(f"{args.checkpoint} is speaker-conditioned: pass --speaker ID, "
+                         f"0 <= ID <= {config.n_speakers - 1}")
+    elif speaker >= config.n_speakers:
+        raise ValueError(f"--speaker {speaker} is out of range: this model has {config.n_speakers} speakers "
+                         f"(0 .. {config.n_speakers - 1})")
     mel = None
     if config.cond_channels is None:
         if args.mel_from is not None or args.mel is not None:
@@ -516,16 +526,6 @@ def _run_sample(args: argparse.Namespace) -> int:
                 raise ValueError(f"--seconds {args.seconds} asks for {n_samples} samples but the mel covers "
                                  f"{total} samples ({total / rate:.3f} s); use at most that")
         mel = mel.unsqueeze(0).expand(args.batch, -1, -1).contiguous()
-    speaker = args.speaker
-    if config.n_speakers is None:
-        if speaker is not None:
-            raise ValueError(f"{args.checkpoint} has no speaker conditioning: drop --speaker")
-    elif speaker is None:
-        raise ValueError(f"{args.checkpoint} is speaker-conditioned: pass --speaker ID, "
-                         f"0 <= ID <= {config.n_speakers - 1}")
-    elif speaker >= config.n_speakers:
-        raise ValueError(f"--speaker {speaker} is out of range: this model has {config.n_speakers} speakers "
-                         f"(0 .. {config.n_speakers - 1})")
 
     model = WaveNet.from_checkpoint(args.checkpoint, use_ema=not args.no_ema)
     model.remove_weight_norm()  # folds weight norm: same outputs, fewer ops per step
