@@ -1,0 +1,236 @@
+"""The fast path (compiled loop) passes every exactness test of the reference cached generator."""
+
+import warnings
+
+import pytest
+import torch
+
+from tests._models import MEL, SPEAKER, tiny_model
+from wavenet_dilated import fastgen as FG
+from wavenet_dilated import generation as G
+from wavenet_dilated.wavenet import WaveNet, WaveNetConfig
+
+HAVE_KERNEL, WHY_NOT = FG.available()
+needs_kernel = pytest.mark.skipif(not HAVE_KERNEL, reason=f"compiled kernel unavailable: {WHY_NOT}")
+
+# wider than the tiny models so that the packed row blocks, thread splits and batch column chunks all come into play
+WIDE = dict(n_layers=6, n_stacks=2, residual_channels=16, gate_channels=64, skip_channels=24)
+
+
+def random_inputs(model, B, T):
+    if model.head.quantized:
+        return torch.randint(0, model.config.n_classes, (B, T))
+    return torch.rand(B, T) * 2 - 1
+
+
+def conditioning(cond, B, T):
+    mel = torch.randn(B, MEL["cond_channels"], T // MEL["hop_length"]) if "mel" in cond else None
+    spk = torch.arange(B) % SPEAKER["n_speakers"] if "speaker" in cond else None
+    return mel, spk
+
+
+def extra_for(cond):
+    extra = {}
+    if "mel" in cond:
+        extra.update(MEL)
+    if "speaker" in cond:
+        extra.update(SPEAKER)
+    return extra
+
+
+@needs_kernel
+@pytest.mark.parametrize("kernel_size", [2, 3])
+@pytest.mark.parametrize("cond", ["plain", "mel", "mel+speaker"])
+@pytest.mark.parametrize("B", [1, 8])
+def test_fast_logits_reproduce_forward(kernel_size, cond, B):
+    model = tiny_model(seed=1, kernel_size=kernel_size, **extra_for(cond))
+    T = 160
+    x = random_inputs(model, B, T)
+    mel, spk = conditioning(cond, B, T)
+    with torch.no_grad():
+        full = model(x, mel, spk)
+    steps = FG.fast_logits(model, x, mel, spk)
+    assert steps.shape == full.shape
+    assert (steps - full).abs().max() <= 1e-5
+
+
+@needs_kernel
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("B", [1, 2, 3, 5, 8, 11])
+def test_fast_logits_any_batch_and_threads(threads, B):
+    # every micro-kernel shape (rows per block × columns) and every split of the row blocks between threads
+    torch.manual_seed(0)
+    model = WaveNet(WaveNetConfig(**WIDE, **MEL, **SPEAKER)).eval()
+    T = 96
+    x = random_inputs(model, B, T)
+    mel, spk = conditioning("mel+speaker", B, T)
+    with torch.no_grad():
+        full = model(x, mel, spk)
+    fast = FG.FastGenerator(model, threads=threads)
+    steps = fast.logits(x, model.upsample(mel), model.speaker_vector(spk, B))
+    assert (steps - full).abs().max() <= 1e-5
+
+
+@needs_kernel
+@pytest.mark.parametrize("output", ["mol", "gaussian"])
+def test_fast_logits_continuous_heads(output):
+    model = tiny_model(output=output, **MEL)
+    x = random_inputs(model, 2, 96)
+    mel = torch.randn(2, 5, 12)
+    with torch.no_grad():
+        full = model(x, mel)
+    assert (FG.fast_logits(model, x, mel) - full).abs().max() <= 1e-5
+
+
+@needs_kernel
+def test_fast_logits_across_chunks_and_weight_norm(monkeypatch):
+    monkeypatch.setattr(G, "COND_CHUNK", 64)
+    model = tiny_model(use_weight_norm=True, **MEL)
+    with torch.no_grad():  # make the weight-norm gains differ from 1 so that folding them matters
+        for p in model.parameters():
+            p.mul_(1.1)
+    x = random_inputs(model, 2, 200)
+    mel = torch.randn(2, 5, 25)
+    with torch.no_grad():
+        full = model(x, mel)
+    assert (FG.fast_logits(model, x, mel) - full).abs().max() <= 1e-5
+
+
+@needs_kernel
+@pytest.mark.parametrize("extra", [{}, MEL, {**MEL, **SPEAKER}], ids=["plain", "mel", "mel+speaker"])
+@pytest.mark.parametrize("output", ["categorical", "mol", "gaussian"])
+def test_fast_and_reference_give_identical_samples(extra, output):
+    model = tiny_model(seed=2, output=output, **extra)
+    kwargs = dict(seed=11, temperature=0.9)
+    if "cond_channels" in extra:
+        kwargs["mel"] = torch.randn(2, 5, 10)
+    else:
+        kwargs.update(n_samples=80, batch_size=2)
+    if "n_speakers" in extra:
+        kwargs["speaker"] = torch.tensor([2, 0])
+    ref = G.generate(model, **kwargs)
+    fast = FG.fast_generate(model, backend="cpp", **kwargs)
+    assert fast.shape == ref.shape == (2, 80)
+    assert fast.dtype == ref.dtype
+    if output == "categorical":
+        assert torch.equal(fast, ref)
+    else:
+        # float samples feed back as inputs: rounding differences (~1e-7) are carried along, not amplified
+        assert torch.allclose(fast, ref, atol=1e-4, rtol=0)
+    assert not torch.equal(fast[0], fast[1])
+    other = FG.fast_generate(model, backend="cpp", **{**kwargs, "seed": 12})
+    assert not torch.equal(fast, other)
+
+
+@needs_kernel
+@pytest.mark.parametrize("B", [1, 8])
+def test_fast_generate_batches_and_threads_match_reference(B):
+    torch.manual_seed(0)
+    model = WaveNet(WaveNetConfig(**WIDE, **MEL)).eval()
+    mel = torch.randn(B, 5, 30)
+    ref = G.generate(model, mel=mel, seed=4)
+    for threads in (1, 2):
+        fast = FG.FastGenerator(model, threads=threads)
+        state = fast.init_state(B)
+        uniforms = G.UniformStream(B, 1, torch.Generator().manual_seed(4))
+        cond = model.upsample(mel)
+        # two calls continue one generation exactly like one call
+        a = fast.run(state, 100, uniforms, cond[:, :, :100])
+        b = fast.run(state, 140, uniforms, cond[:, :, 100:])
+        assert state.step == 240
+        assert torch.equal(torch.cat([a, b], dim=1), ref)
+        assert torch.equal(state.previous, ref[:, -1])
+
+
+@needs_kernel
+def test_fast_generate_mel_context_and_chunks(monkeypatch):
+    monkeypatch.setattr(G, "COND_CHUNK", 50)
+    model = tiny_model(seed=5, mel_context="2d", **MEL, **SPEAKER)
+    kwargs = dict(mel=torch.randn(3, 5, 20), speaker=1, seed=3, temperature=0.8)
+    assert torch.equal(FG.fast_generate(model, **kwargs), G.generate(model, **kwargs))
+    # n_samples shorter than the mel, and the naive reference agrees too
+    short = FG.fast_generate(model, n_samples=37, **kwargs)
+    assert torch.equal(short, G.naive_generate(model, n_samples=37, **kwargs))
+
+
+@needs_kernel
+def test_low_temperature_is_greedy():
+    model = tiny_model(**MEL)
+    mel = torch.randn(1, 5, 6)
+    out = FG.fast_generate(model, mel=mel, seed=0, temperature=1e-4)
+    logits = model(model.shift_right(out), mel)
+    assert torch.equal(logits.argmax(1), out)
+
+
+def test_fallback_warns_once_and_matches_reference(monkeypatch):
+    from wavenet_dilated import _fastgen_kernel as K
+
+    def broken():
+        raise K.KernelUnavailable("no C++ compiler found (test)")
+
+    monkeypatch.setattr(K, "load_kernel", broken)
+    model = tiny_model(seed=2)
+    kwargs = dict(n_samples=40, batch_size=2, seed=1)
+    with pytest.warns(RuntimeWarning, match=r"fast generation unavailable \(no C\+\+ compiler found \(test\)\)") as rec:
+        out = FG.fast_generate(model, **kwargs)
+    notices = [w for w in rec if "fast generation unavailable" in str(w.message)]
+    assert len(notices) == 1 and "\n" not in str(notices[0].message)
+    assert torch.equal(out, G.generate(model, **kwargs))
+    with pytest.raises(FG.FastPathUnavailable, match="no C\\+\\+ compiler"):
+        FG.fast_generate(model, backend="cpp", **kwargs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert torch.equal(FG.fast_generate(model, backend="reference", **kwargs), out)
+
+
+def test_unsupported_models_fall_back():
+    model = tiny_model(residual_channels=6)  # not a multiple of 8
+    assert "multiple of 8" in FG.unsupported_reason(model)
+    with pytest.warns(RuntimeWarning, match="multiple of 8"):
+        out = FG.fast_generate(model, n_samples=20, seed=0)
+    assert torch.equal(out, G.generate(model, n_samples=20, seed=0))
+    assert "float32" in FG.unsupported_reason(tiny_model().double())
+
+
+def test_bad_arguments():
+    model = tiny_model()
+    with pytest.raises(ValueError, match="backend"):
+        FG.fast_generate(model, n_samples=5, backend="fortran")
+    with pytest.raises(ValueError, match="temperature"):
+        FG.fast_generate(model, n_samples=5, temperature=0)
+    with pytest.raises(ValueError, match="eval mode"):
+        FG.fast_generate(tiny_model().train(), n_samples=5, backend="cpp")
+    with pytest.raises(FG.FastPathUnavailable, match="CUDA"):
+        FG.fast_generate(model, n_samples=5, backend="cuda_graph")
+
+
+@pytest.mark.parametrize("extra", [{}, {**MEL, **SPEAKER}], ids=["plain", "mel+speaker"])
+def test_cuda_graph_step_eagerly_matches_reference(extra):
+    # the step that the CUDA backend captures, run eagerly on CPU (the capture itself needs a GPU: see below)
+    model = tiny_model(seed=6, **extra)
+    B = 2
+    mel = torch.randn(B, 5, 10) if extra else None
+    spk = torch.tensor([1, 0]) if extra else None
+    n = 80
+    ref = G.generate(model, n_samples=n, mel=mel, speaker=spk, batch_size=None if extra else B, seed=7)
+    gen = FG.CudaGraphGenerator(model, B, chunk=32, capture=False)
+    uniforms = G.UniformStream(B, 1, torch.Generator().manual_seed(7))
+    cond = None if mel is None else model.upsample(mel)
+    out = gen.run(n, uniforms, cond, model.speaker_vector(spk, B))
+    assert torch.equal(out, ref)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (not present on the CI machines)")
+def test_cuda_graph_replay_equals_eager_step_on_gpu():
+    model = tiny_model(seed=6, **MEL, **SPEAKER).cuda()
+    B, n = 2, 100
+    cond = model.upsample(torch.randn(B, 5, 13).cuda())
+    spk = model.speaker_vector(torch.tensor([1, 0]).cuda(), B)
+    outs = []
+    for capture in (True, False):
+        gen = FG.CudaGraphGenerator(model, B, chunk=64, capture=capture)
+        outs.append(gen.run(n, G.UniformStream(B, 1, torch.Generator().manual_seed(7)), cond, spk))
+    assert torch.equal(outs[0], outs[1])
+    # and through the public API (the reference runs on CPU: GPU kernels round differently, so compare loosely)
+    graph = FG.fast_generate(model, mel=torch.randn(B, 5, 10).cuda(), speaker=1, seed=7, backend="cuda_graph")
+    assert graph.shape == (B, 80) and graph.device.type == "cpu"
