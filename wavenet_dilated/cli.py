@@ -226,7 +226,7 @@ def _add_bench(commands: Any) -> None:
     p.add_argument("--preset", action="append", choices=sorted(MODEL_PRESETS),
                    help="a preset to measure; repeat for several (default: the benchmark's own choice)")
     p.add_argument("--quick", action="store_true", help="short runs: a rough answer in seconds")
-    p.add_argument("--device", choices=("cpu", "cuda"), help="where to run (default: cuda when available, else cpu)")
+    p.add_argument("--device", choices=("cpu", "cuda"), help="where to run (default: the benchmark's, the CPU)")
     p.add_argument("--json", action="store_true", help="print the result as JSON instead of a table")
     p.set_defaults(run=_run_bench)
 
@@ -783,7 +783,12 @@ def _run_bench(args: argparse.Namespace) -> int:
         from .bench import format_table, run_bench
     except ImportError as err:
         raise ValueError(f"the benchmark (wavenet_dilated.bench) is not available in this installation: {err}") from err
-    result = run_bench(presets=args.preset, quick=args.quick, device=_device(args.device))
+    kwargs: dict[str, Any] = {"quick": args.quick}  # unset flags keep run_bench's own defaults
+    if args.preset:
+        kwargs["presets"] = args.preset
+    if args.device is not None:
+        kwargs["device"] = _device(args.device)
+    result = run_bench(**kwargs)
     if args.json:
         print(json.dumps(result, indent=2, default=str))
     else:
