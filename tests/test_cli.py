@@ -74,7 +74,7 @@ def ckpts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     ema = {k: v + 0.05 * torch.randn_like(v) if v.is_floating_point() else v for k, v in vocoder.state_dict().items()}
     out["vocoder"] = root / "vocoder.pt"
     vocoder.save(out["vocoder"], ema=ema, audio_config=AUDIO.to_dict(), mel_stats=stats.to_dict(), step=4,
-                 val_nll_bits=bits, best_val_nll_bits=bits - 0.25)
+                 val_nll_bits=bits, best_val_nll_bits=bits - 0.25, train_config={"lr": 3e-3, "batch_size": 4})
     plain, _, bits = train(WaveNetConfig(**NET))
     out["plain"] = root / "plain.pt"
     plain.save(out["plain"], audio_config=AUDIO.to_dict(), step=4, val_nll_bits=bits)
@@ -457,6 +457,7 @@ def test_info_prints_step_rf_params_nll_and_weights(ckpts, capsys):
     assert f"best validation NLL : {ckpt['best_val_nll_bits']:.4f} bits/sample" in stdout
     assert "model + EMA" in stdout
     assert "cond_channels" in stdout and "hop_length" in stdout
+    assert "train config:" in stdout and "batch_size  4" in stdout
 
 
 def test_info_without_extras_and_as_json(ckpts, capsys):

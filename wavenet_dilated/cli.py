@@ -854,13 +854,13 @@ def _run_info(args: argparse.Namespace) -> int:
     ]
     _print_fields(rows)
     print("config:")
-    width = max(len(k) for k in ckpt["config"])
+    width = max(len(str(k)) for k in ckpt["config"])
     for key, value in ckpt["config"].items():
-        print(f"  {key:<{width}}  {value}")
-    audio = ckpt.get("audio_config")
-    if isinstance(audio, dict):
-        print("audio config:")
-        width = max(len(k) for k in audio)
-        for key, value in audio.items():
-            print(f"  {key:<{width}}  {value}")
+        print(f"  {key!s:<{width}}  {value}")
+    for title, section in (("audio config", ckpt.get("audio_config")), ("train config", ckpt.get("train_config"))):
+        if isinstance(section, dict) and section:
+            print(f"{title}:")
+            width = max(len(str(k)) for k in section)
+            for key, value in section.items():
+                print(f"  {key!s:<{width}}  {value}")
     return 0
