@@ -1,6 +1,6 @@
 """Pure arithmetic of dilated convolution stacks: padding, receptive fields, schedules, HDC and gridding.
 
-Nothing here imports torch, so the numbers can be checked (and used by the CLI and notebooks) without building a model.
+Nothing here imports torch (only numpy, for path counting), so the numbers can be checked (and used by the CLI and notebooks) without building a model.
 Conventions: a stack is a list of layers, layer ``i`` having kernel size ``k_i``, dilation ``r_i`` and stride ``s_i``.
 """
 
@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import reduce
+
+import numpy as np
 
 __all__ = [
     "Coverage",
@@ -196,13 +198,17 @@ class Coverage:
     dims: int
 
 
-def _convolve(a: list[int], b: list[int]) -> list[int]:
-    out = [0] * (len(a) + len(b) - 1)
-    for i, x in enumerate(a):
-        if x:
-            for j, y in enumerate(b):
-                out[i + j] += x * y
-    return out
+def _path_counts(kernels: list[int], dilations: list[int]) -> list[int]:
+    """Convolve the layers' tap indicators. Each layer adds shifted copies of the running counts (k shifts, not a full
+    convolution), in int64 when the total path count ``Π k_i`` fits and in Python ints otherwise."""
+    total_paths = math.prod(kernels)
+    counts = np.ones(1, dtype=np.int64 if total_paths < 2**62 else object)
+    for k, d in zip(kernels, dilations):
+        out = np.zeros(len(counts) + (k - 1) * d, dtype=counts.dtype)
+        for j in range(k):
+            out[j * d : j * d + len(counts)] += counts
+        counts = out
+    return [int(c) for c in counts]
 
 
 def coverage(kernel_sizes: int | Sequence[int], dilations: Sequence[int], dims: int = 1) -> Coverage:
@@ -219,12 +225,7 @@ def coverage(kernel_sizes: int | Sequence[int], dilations: Sequence[int], dims: 
     if dims not in (1, 2):
         raise ValueError(f"dims must be 1 or 2, found {dims!r}")
     ks, ds, _ = _as_layers(kernel_sizes, dilations, None)
-    counts = [1]
-    for k, d in zip(ks, ds):
-        taps = [0] * ((k - 1) * d + 1)
-        for j in range(k):
-            taps[j * d] = 1
-        counts = _convolve(counts, taps)
+    counts = _path_counts(ks, ds)
     rf = len(counts)
     reached = sum(1 for c in counts if c)
     fraction = Fraction(reached, rf) ** dims
