@@ -143,6 +143,23 @@ def test_fast_generate_batches_and_threads_match_reference(B):
 
 
 @needs_kernel
+@pytest.mark.parametrize("others", [0, 5], ids=["idle", "busy"])
+def test_adaptive_threads_slices_give_the_same_samples(monkeypatch, others):
+    # threads=None runs in slices and picks 1 or 2 threads per slice (2 only while a core looks idle)
+    monkeypatch.setattr(FG, "_others_running", lambda: others)
+    monkeypatch.setattr(FG, "_max_threads", lambda: 2)
+    monkeypatch.setattr(FG.FastGenerator, "SLICE", 17)
+    monkeypatch.setattr(FG._ThreadChooser, "PROBE_EVERY", 3)
+    model = tiny_model(seed=3, **MEL)
+    mel = torch.randn(2, 5, 40)
+    fast = FG.FastGenerator(model)
+    out = fast.run(fast.init_state(2), 320, G.UniformStream(2, 1, torch.Generator().manual_seed(8)), model.upsample(mel))
+    assert torch.equal(out, G.generate(model, mel=mel, seed=8))
+    tried = set(fast._chooser.cost)
+    assert tried == ({1, 2} if others == 0 else {1})
+
+
+@needs_kernel
 def test_fast_generate_mel_context_and_chunks(monkeypatch):
     monkeypatch.setattr(G, "COND_CHUNK", 50)
     model = tiny_model(seed=5, mel_context="2d", **MEL, **SPEAKER)

@@ -21,8 +21,8 @@ Per sample (compiled C++, :mod:`._fastgen_kernel`, AVX2/FMA fp32, one call per c
     per layer one pass over ``[W_a; W_b]`` (initialised with the additive term), the gate ``tanh(a)·σ(b)``, one pass
     over ``[W_skip; W_res]``; then the two output 1×1s and inverse-CDF sampling with the pre-drawn uniforms of
     :class:`~wavenet_dilated.generation.UniformStream` (same block order, so the same seed gives the same samples as
-    :func:`~wavenet_dilated.generation.generate`). With ``threads=2`` the row blocks of every product are split between
-    two threads that meet at a spin barrier twice per layer.
+    :func:`~wavenet_dilated.generation.generate`). With two threads the row blocks of every product are split between
+    them and they meet at a spin barrier twice per layer; a second thread is used only while a core is idle.
 
 On CUDA the step (same folded weights, plain PyTorch ops on static buffers, sampling included) is captured once in a
 CUDA graph and replayed per sample (:class:`CudaGraphGenerator`).
@@ -36,6 +36,7 @@ from __future__ import annotations
 import ctypes
 import math
 import os
+import time
 import warnings
 from dataclasses import dataclass
 
@@ -331,8 +332,56 @@ class FastState:
 # --------------------------------------------------------------------------------------------------- generator
 
 
-def _default_threads() -> int:
+def _max_threads() -> int:
     return max(1, min(2, torch.get_num_threads(), os.cpu_count() or 1))
+
+
+def _others_running() -> int | None:
+    """Runnable threads on this machine besides the caller, from ``/proc/stat`` (``None`` where unavailable)."""
+    try:
+        with open("/proc/stat") as f:
+            for line in f:
+                if line.startswith("procs_running"):
+                    return max(0, int(line.split()[1]) - 1)
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+class _ThreadChooser:
+    """Picks the kernel's thread count slice by slice: the second thread only pays when a core is idle.
+
+    The two threads meet at a barrier about 60 times per sample; if the other core is busy with someone else's work the
+    helper is descheduled for whole time slices and every barrier waits for it (measured here: 100× slower). So a helper
+    is used only when ``/proc/stat`` shows an idle core, and only while it measures faster; the slower choice is
+    re-measured every :attr:`PROBE_EVERY` slices since the load changes.
+    """
+
+    PROBE_EVERY = 16
+
+    def __init__(self, max_threads: int) -> None:
+        self.max_threads = max_threads
+        self.cost: dict[int, float] = {}  # seconds per step, running average
+        self.calls = 0
+
+    def pick(self) -> int:
+        if self.max_threads == 1:
+            return 1
+        self.calls += 1
+        others = _others_running()
+        if others is not None and others + self.max_threads > (os.cpu_count() or 1):
+            return 1
+        for t in (1, self.max_threads):
+            if t not in self.cost:
+                return t
+        best = min(self.cost, key=self.cost.__getitem__)
+        if self.calls % self.PROBE_EVERY == 0:
+            return self.max_threads if best == 1 else 1
+        return best
+
+    def record(self, threads: int, seconds_per_step: float) -> None:
+        old = self.cost.get(threads)
+        self.cost[threads] = seconds_per_step if old is None else 0.5 * (old + seconds_per_step)
 
 
 class FastGenerator:
@@ -341,8 +390,9 @@ class FastGenerator:
     Args:
         model: a :class:`~wavenet_dilated.wavenet.WaveNet` in eval mode, fp32, on CPU. The weights are folded and
             copied at construction: build a new generator after changing the model.
-        threads: threads of the compiled loop (default ``min(2, torch.get_num_threads())``); they split the rows of
-            every matrix and meet at a barrier twice per layer.
+        threads: threads of the compiled loop; they split the rows of every matrix and meet at a barrier twice per
+            layer. ``None`` (default) chooses between 1 and ``min(2, torch.get_num_threads())`` as it runs: two only
+            while a core is idle and two measure faster (see :class:`_ThreadChooser`).
 
     Raises:
         FastPathUnavailable: the kernel cannot be built or loaded here, or the model is not supported (see
@@ -366,11 +416,11 @@ class FastGenerator:
             self._lib = load_kernel()
         except KernelUnavailable as err:
             raise FastPathUnavailable(str(err)) from None
-        if threads is None:
-            threads = _default_threads()
-        if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= 64:
-            raise ValueError(f"threads must be an int in [1, 64], found {threads!r}")
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= 64):
+            raise ValueError(f"threads must be None or an int in [1, 64], found {threads!r}")
         self.model, self.threads = model, threads
+        self._max_threads = _max_threads() if threads is None else threads
+        self._chooser = _ThreadChooser(self._max_threads)
         self.config = model.config
         self.folded = _fold(model)
         self._packed: dict[int, _Packed] = {}
@@ -378,7 +428,7 @@ class FastGenerator:
     def _pack(self, batch: int) -> _Packed:
         ry = _ry_for_batch(batch)
         if ry not in self._packed:
-            self._packed[ry] = _Packed(self.folded, self.model, ry, self.threads)
+            self._packed[ry] = _Packed(self.folded, self.model, ry, self._max_threads)
         return self._packed[ry]
 
     # ------------------------------------------------------------------ state and conditioning
@@ -417,19 +467,37 @@ class FastGenerator:
         return out, B * constant.shape[1]
 
     # ------------------------------------------------------------------ the loop
+    #: steps per kernel call when the thread count is chosen as it runs
+    SLICE = 256
+
     def _call(self, state: FastState, n: int, term: torch.Tensor, stride: int, uniforms: torch.Tensor | None,
               temperature: float, forced: torch.Tensor | None, samples: torch.Tensor | None,
               logits: torch.Tensor | None) -> None:
+        """Run ``n`` steps; ``term`` holds ``n`` steps (or one, ``stride`` 0), the other arrays ``n`` rows."""
         packed = self._pack(state.batch)
-        st = state._struct()
         head = self.model.head
-        rc = self._lib.wn_run(
-            ctypes.byref(packed.struct), ctypes.byref(st), n, _ptr(term), stride, _ptr(uniforms),
-            head.n_uniforms, float(temperature), _ptr(forced), _ptr(samples), _ptr(logits),
-        )
-        if rc != 0:
-            raise MemoryError("the fast-generation kernel could not allocate its scratch memory or threads")
-        state.step = st.step
+        slice_ = n if self.threads is not None else self.SLICE
+        B = state.batch
+        for start in range(0, n, slice_):
+            k = min(slice_, n - start)
+            threads = self.threads if self.threads is not None else self._chooser.pick()
+            packed.struct.n_threads = threads
+            st = state._struct()
+
+            def at(a: torch.Tensor | None, per_step: int) -> int | None:
+                return None if a is None else a.data_ptr() + start * per_step * a.element_size()
+
+            t0 = time.perf_counter()
+            rc = self._lib.wn_run(
+                ctypes.byref(packed.struct), ctypes.byref(st), k, at(term, stride), stride,
+                at(uniforms, B * head.n_uniforms), head.n_uniforms, float(temperature), at(forced, B), at(samples, B),
+                at(logits, B * head.out_channels),
+            )
+            if rc != 0:
+                raise MemoryError("the fast-generation kernel could not allocate its scratch memory or threads")
+            if self.threads is None:
+                self._chooser.record(threads, (time.perf_counter() - t0) / k)
+            state.step = st.step
 
     def run(
         self,

@@ -1,0 +1,403 @@
+"""Measure generation and training speed on this machine against the performance model (``DESIGN.md``).
+
+For each model preset (or :class:`~wavenet_dilated.wavenet.WaveNetConfig`), :func:`run_bench` measures
+
+* **FLOPs per generated sample** (the model, not the implementation): per layer ``2·(k·R·G + (G/2)·(R + S))``
+  (dilated conv over ``k`` taps, then the skip and residual 1×1s on the gated ``G/2`` channels), plus the conditioning
+  projection ``2·C_mel·G`` per layer when mel-conditioned, plus the output layers ``2·(S·S + S·n_out)``. A speaker
+  projection is constant over time and costs nothing per sample.
+* **this machine's limits** at the model's sizes, fp32: matrix-vector (``torch.mv`` over every layer's weights in turn,
+  the working set of one batch-1 step) and matrix-matrix (``torch.mm`` of the conv weight by 4096 columns) GFLOP/s,
+  and the samples/s they would allow (``GFLOP/s ÷ FLOPs per sample``);
+* **generation** samples/s (all rows together) at each batch size for
+  ``naive`` (the receptive-field recompute of :func:`~wavenet_dilated.generation.naive_generate`, measured at its steady
+  state: one teacher-forced forward over the last ``RF`` inputs per sample), ``cached`` (the plain-PyTorch reference
+  queue, :func:`~wavenet_dilated.generation.generate`) and ``fast`` (:mod:`~wavenet_dilated.fastgen`, one entry per
+  thread count), each with the achieved GFLOP/s and the real-time factor at 22 050 Hz;
+* **naive growth**: naive vs cached samples/s as the receptive field grows with the number of stacks (1, 2, 3 …);
+* **training** samples/s for batch 2 × 8192 (forward + backward + Adam step, fp32).
+
+Times are wall-clock medians of several repeats; the load average before and after and the CPU time used per wall
+second are recorded beside them, because a busy machine shows up in both.
+
+Examples:
+    >>> result = run_bench(presets=("small",), quick=True)
+    >>> print(format_table(result))
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+from . import generation as G
+from .presets import model_preset
+from .wavenet import WaveNet, WaveNetConfig
+
+__all__ = ["SAMPLE_RATE", "flops_per_sample", "machine_throughput", "run_bench", "format_table"]
+
+#: Hz, for the real-time factor
+SAMPLE_RATE = 22050
+
+
+# --------------------------------------------------------------------------------------------------- the model
+
+
+def flops_per_sample(config: WaveNetConfig) -> dict[str, int]:
+    """FLOPs (multiply and add counted separately) to generate one sample at batch 1 with cached generation.
+
+    ``per_layer = 2·(k·R·G + (G/2)·(R + S))``; ``conditioning = L·2·C_mel·G`` (0 without mel); ``output =
+    2·(S·S + S·n_out)``; ``total = L·per_layer + conditioning + output``. Biases, the gate's nonlinearities and the
+    sampling are O(G) and O(n_out) and not counted.
+    """
+    from .distributions import make_head
+
+    c = config
+    k, R, G_, S, L = c.kernel_size, c.residual_channels, c.gate_channels, c.skip_channels, c.n_layers
+    per_layer = 2 * (k * R * G_ + (G_ // 2) * (R + S))
+    conditioning = L * 2 * c.cond_channels * G_ if c.cond_channels is not None else 0
+    n_out = make_head(c.output, c.n_classes, c.n_mixtures, c.log_scale_min).out_channels
+    output = 2 * (S * S + S * n_out)
+    return {"per_layer": per_layer, "layers": L * per_layer, "conditioning": conditioning, "output": output,
+            "total": L * per_layer + conditioning + output}
+
+
+# --------------------------------------------------------------------------------------------------- timing
+
+
+def _median_time(fn: Callable[[], Any], repeats: int) -> tuple[float, float]:
+    """(median wall seconds, median CPU seconds per wall second) of ``repeats`` calls."""
+    walls, utils = [], []
+    for _ in range(repeats):
+        c0, t0 = time.process_time(), time.perf_counter()
+        fn()
+        wall = time.perf_counter() - t0
+        walls.append(wall)
+        utils.append((time.process_time() - c0) / wall if wall > 0 else float("nan"))
+    return statistics.median(walls), statistics.median(utils)
+
+
+def _calibrated(fn: Callable[[int], Any], seconds: float, start: int, cap: int) -> int:
+    """How many units ``fn(n)`` can do in about ``seconds`` (at least 1, at most ``cap``)."""
+    t0 = time.perf_counter()
+    fn(start)
+    dt = max(time.perf_counter() - t0, 1e-6)
+    return max(1, min(cap, int(start * seconds / dt)))
+
+
+def _rate(samples: int, wall: float, flops: int, util: float, **extra: Any) -> dict[str, Any]:
+    sps = samples / wall
+    return {"samples_per_s": sps, "gflops": sps * flops / 1e9, "x_realtime": sps / SAMPLE_RATE,
+            "seconds_per_audio_second": SAMPLE_RATE / sps, "n_samples": samples, "wall_s": wall,
+            "cpu_per_wall": util, **extra}
+
+
+# --------------------------------------------------------------------------------------------------- machine
+
+
+def machine_throughput(config: WaveNetConfig, repeats: int = 5, columns: int = 4096) -> dict[str, float]:
+    """fp32 GFLOP/s of ``torch.mv`` over all layers' conv weights (``G × k·R`` each, in turn: the working set of a
+    batch-1 step) and of ``torch.mm`` (``G × k·R`` by ``k·R × columns``), with the current torch thread count."""
+    c = config
+    kR, G_ = c.kernel_size * c.residual_channels, c.gate_channels
+    weights = [torch.randn(G_, kR) for _ in range(c.n_layers)]
+    x = torch.randn(kR)
+
+    def mv() -> None:
+        for w in weights:
+            torch.mv(w, x)
+
+    mv()
+    wall, _ = _median_time(mv, repeats)
+    mv_gflops = 2 * kR * G_ * c.n_layers / wall / 1e9
+    b = torch.randn(kR, columns)
+    w = weights[0]
+    torch.mm(w, b)
+    wall, _ = _median_time(lambda: torch.mm(w, b), repeats)
+    mm_gflops = 2 * kR * G_ * columns / wall / 1e9
+    return {"mv_gflops": mv_gflops, "mm_gflops": mm_gflops}
+
+
+def _machine_info() -> dict[str, Any]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+            "python": sys.version.split()[0], "load_avg": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
+
+
+# --------------------------------------------------------------------------------------------------- generation
+
+
+def _inputs(model: WaveNet, batch: int, n: int) -> dict[str, Any]:
+    c = model.config
+    kwargs: dict[str, Any] = {}
+    if c.cond_channels is not None:
+        frames = -(-n // c.hop_length)
+        kwargs["mel"] = torch.randn(batch, c.cond_channels, frames)
+        kwargs["n_samples"] = n
+    else:
+        kwargs.update(n_samples=n, batch_size=batch)
+    if c.n_speakers is not None:
+        kwargs["speaker"] = torch.zeros(batch, dtype=torch.int64)
+    return kwargs
+
+
+@torch.no_grad()
+def _naive_step_time(model: WaveNet, batch: int, repeats: int) -> tuple[float, float]:
+    """Seconds for one naive-generation sample at steady state: a forward over the last RF inputs + sampling."""
+    c = model.config
+    rf = model.receptive_field
+    x = torch.randint(0, c.n_classes, (batch, rf)) if model.head.quantized else torch.rand(batch, rf) * 2 - 1
+    cond = torch.randn(batch, c.cond_channels, rf) if c.cond_channels is not None else None
+    speaker = torch.zeros(batch, dtype=torch.int64) if c.n_speakers is not None else None
+    u = torch.rand(batch, model.head.n_uniforms)
+
+    def step() -> None:
+        logits = model(x, speaker=speaker, cond=cond)[:, :, -1]
+        model.head.sample(logits, u)
+
+    step()
+    return _median_time(step, repeats)
+
+
+def _generation(model: WaveNet, batch: int, seconds: float, repeats: int, threads: Sequence[int], flops: int,
+                naive: bool, log: Callable[[str], None]) -> dict[str, Any]:
+    from . import fastgen
+
+    out: dict[str, Any] = {}
+    if naive:
+        wall, util = _naive_step_time(model, batch, max(1, repeats // 2))
+        out["naive"] = _rate(batch, wall, flops, util, note="steady state: one forward over the receptive field per "
+                             "sample")
+        log(f"  b{batch} naive   {out['naive']['samples_per_s']:10.1f} samples/s")
+
+    def cached(n: int) -> None:
+        G.generate(model, seed=0, **_inputs(model, batch, n))
+
+    n = _calibrated(cached, seconds / repeats, 8, 100_000)
+    wall, util = _median_time(lambda: cached(n), repeats)
+    out["cached"] = _rate(batch * n, wall, flops, util)
+    log(f"  b{batch} cached  {out['cached']['samples_per_s']:10.1f} samples/s")
+
+    ok, why = fastgen.available()
+    if not ok or fastgen.unsupported_reason(model) is not None:
+        out["fast"] = {"error": why if not ok else fastgen.unsupported_reason(model)}
+        return out
+    best = None
+    for t in threads:
+        gen = fastgen.FastGenerator(model, threads=t)
+        kwargs = _inputs(model, batch, 1)
+        batch_, _, _, speaker = G._prepare(model, 1, kwargs.get("mel"), kwargs.get("speaker"), kwargs.get("batch_size"))
+        spk = model.speaker_vector(speaker, batch_)
+
+        def fast(n: int, gen: fastgen.FastGenerator = gen, spk: torch.Tensor | None = spk) -> None:
+            # the same work as fast_generate (projection of the conditioning included), minus building the generator
+            kw = _inputs(model, batch, n)
+            cond = model.upsample(kw["mel"]) if "mel" in kw else None
+            uniforms = G.UniformStream(batch, model.head.n_uniforms, torch.Generator().manual_seed(0))
+            gen.run(gen.init_state(batch), n, uniforms, cond, spk)
+
+        n = _calibrated(fast, seconds / repeats, 64, 10_000_000)
+        wall, util = _median_time(lambda: fast(n), repeats)
+        key = f"fast_{t}t"
+        out[key] = _rate(batch * n, wall, flops, util, threads=t)
+        log(f"  b{batch} fast {t}t {out[key]['samples_per_s']:10.1f} samples/s")
+        if best is None or out[key]["samples_per_s"] > out[best]["samples_per_s"]:
+            best = key
+    out["fast"] = dict(out[best], best_of=best)
+    if "cached" in out:
+        out["fast_vs_cached"] = out["fast"]["samples_per_s"] / out["cached"]["samples_per_s"]
+    if "naive" in out:
+        out["cached_vs_naive"] = out["cached"]["samples_per_s"] / out["naive"]["samples_per_s"]
+        out["fast_vs_naive"] = out["fast"]["samples_per_s"] / out["naive"]["samples_per_s"]
+    return out
+
+
+def _naive_growth(config: WaveNetConfig, stacks: Sequence[int], seconds: float, repeats: int) -> list[dict[str, Any]]:
+    rows = []
+    per_stack = config.n_layers // config.n_stacks
+    for s in stacks:
+        cfg = dataclasses.replace(config, n_layers=per_stack * s, n_stacks=s)
+        torch.manual_seed(0)
+        model = WaveNet(cfg).eval()
+        flops = flops_per_sample(cfg)["total"]
+        wall, _ = _naive_step_time(model, 1, repeats)
+
+        def cached(n: int, model: WaveNet = model) -> None:
+            G.generate(model, seed=0, **_inputs(model, 1, n))
+
+        n = _calibrated(cached, seconds / repeats, 8, 100_000)
+        cwall, _ = _median_time(lambda: cached(n), repeats)
+        rows.append({"n_stacks": s, "n_layers": cfg.n_layers, "receptive_field": cfg.receptive_field,
+                     "naive_samples_per_s": 1 / wall, "naive_flops_per_sample": flops * cfg.receptive_field,
+                     "cached_samples_per_s": n / cwall, "cached_flops_per_sample": flops,
+                     "cached_vs_naive": (n / cwall) * wall})
+    return rows
+
+
+# --------------------------------------------------------------------------------------------------- training
+
+
+def _training(config: WaveNetConfig, batch: int, length: int, steps: int) -> dict[str, Any]:
+    torch.manual_seed(0)
+    model = WaveNet(config).train()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    c = config
+    audio = torch.randint(0, c.n_classes, (batch, length)) if model.head.quantized else torch.rand(batch, length) * 2 - 1
+    mel = torch.randn(batch, c.cond_channels, length // c.hop_length) if c.cond_channels is not None else None
+    speaker = torch.zeros(batch, dtype=torch.int64) if c.n_speakers is not None else None
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        model.loss(audio, mel, speaker).backward()
+        opt.step()
+
+    step()  # warm-up: allocator, oneDNN primitives, Adam state
+    wall, util = _median_time(step, steps)
+    flops = 3 * flops_per_sample(config)["total"]  # forward + backward ≈ 3 × forward
+    sps = batch * length / wall
+    return {"batch": batch, "length": length, "step_s": wall, "samples_per_s": sps, "gflops": sps * flops / 1e9,
+            "cpu_per_wall": util, "steps": steps}
+
+
+# --------------------------------------------------------------------------------------------------- entry points
+
+
+def run_bench(
+    presets: Sequence[str | WaveNetConfig] = ("ljspeech", "small"),
+    batches: Sequence[int] = (1, 8),
+    seconds: float = 3.0,
+    quick: bool = False,
+    device: str = "cpu",
+    progress: bool = True,
+    threads: Sequence[int] | None = None,
+    naive: bool = True,
+    train: bool = True,
+    growth_stacks: Sequence[int] | None = None,
+    train_shape: tuple[int, int] = (2, 8192),
+) -> dict[str, Any]:
+    """Measure everything listed in the module docstring; return a JSON-serialisable dict (see :func:`format_table`).
+
+    Args:
+        presets: preset names (``wavenet_dilated.presets``) or configs.
+        batches: generation batch sizes.
+        seconds: target wall time of each generation measurement (split over its repeats).
+        quick: short runs (about a quarter of ``seconds``, 3 repeats, training on a quarter of the length): a rough
+            answer fast.
+        device: ``"cpu"`` (the fast path here is the compiled CPU loop; ``"cuda"`` is not measured by this function).
+        progress: print one line per measurement to stderr.
+        threads: thread counts of the fast path to measure (default 1 and 2 where there are 2 cores or more).
+        naive / train: measure naive generation (and its growth) / training.
+        growth_stacks: stack counts for the naive-growth table (default ``1 … n_stacks`` of each preset).
+        train_shape: ``(batch, samples)`` of a training step.
+    """
+    if device != "cpu":
+        raise ValueError(f"run_bench measures the CPU fast path; device must be 'cpu', found {device!r}")
+    if seconds <= 0:
+        raise ValueError(f"seconds must be > 0, found {seconds!r}")
+    repeats = 3 if quick else 5
+    if quick:
+        seconds = seconds / 4
+        train_shape = (train_shape[0], max(train_shape[1] // 4, 1))
+    if threads is None:
+        threads = (1, 2) if (os.cpu_count() or 1) >= 2 else (1,)
+
+    def log(msg: str) -> None:
+        if progress:
+            print(msg, file=sys.stderr, flush=True)
+
+    result: dict[str, Any] = {
+        "machine": _machine_info(),
+        "settings": {"batches": list(batches), "seconds": seconds, "quick": quick, "repeats": repeats,
+                     "threads": list(threads), "sample_rate": SAMPLE_RATE, "train_shape": list(train_shape)},
+        "presets": {},
+    }
+    for preset in presets:
+        config = model_preset(preset) if isinstance(preset, str) else preset
+        name = preset if isinstance(preset, str) else f"custom-{len(result['presets'])}"
+        log(f"{name}: RF {config.receptive_field}, {config.n_layers} layers")
+        torch.manual_seed(0)
+        model = WaveNet(config).eval()
+        flops = flops_per_sample(config)
+        limits = machine_throughput(config, repeats)
+        limits["mv_bound_samples_per_s"] = limits["mv_gflops"] * 1e9 / flops["total"]
+        limits["mm_bound_samples_per_s"] = limits["mm_gflops"] * 1e9 / flops["total"]
+        entry: dict[str, Any] = {
+            "config": dataclasses.asdict(config), "receptive_field": config.receptive_field,
+            "parameters": model.n_parameters, "flops_per_sample": flops, "machine": limits, "generation": {},
+        }
+        for b in batches:
+            entry["generation"][f"b{b}"] = _generation(model, b, seconds, repeats, threads, flops["total"],
+                                                       naive and b == 1, log)
+        if naive:
+            stacks = growth_stacks if growth_stacks is not None else range(1, config.n_stacks + 1)
+            entry["naive_growth"] = _naive_growth(config, list(stacks), seconds / 2, max(1, repeats // 2))
+            log("  naive growth: " + ", ".join(f"RF {r['receptive_field']}: {r['naive_samples_per_s']:.2f}/s"
+                                               for r in entry["naive_growth"]))
+        if train:
+            entry["training"] = _training(config, train_shape[0], train_shape[1], 2 if quick else 3)
+            log(f"  training {entry['training']['samples_per_s']:.0f} samples/s")
+        result["presets"][name] = entry
+    result["machine"]["load_avg_after"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    return result
+
+
+def _fmt(x: float | None, digits: int = 0) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "-"
+    return f"{x:,.{digits}f}"
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """A plain-text report of :func:`run_bench`'s result."""
+    m = result["machine"]
+    lines = [f"machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']} ({m['torch_threads']} threads); "
+             f"load avg {_fmt(m['load_avg'][0] if m.get('load_avg') else None, 1)} before, "
+             f"{_fmt(m['load_avg_after'][0] if m.get('load_avg_after') else None, 1)} after"]
+    for name, e in result["presets"].items():
+        f, lim = e["flops_per_sample"], e["machine"]
+        lines += ["", f"{name}: RF {e['receptive_field']}, {e['parameters']:,} parameters, "
+                      f"{f['total'] / 1e6:.2f} MFLOP/sample (layers {f['layers'] / 1e6:.2f}, conditioning "
+                      f"{f['conditioning'] / 1e6:.2f}, output {f['output'] / 1e6:.2f})",
+                  f"  machine at these sizes: mv {lim['mv_gflops']:.1f} GFLOP/s (-> {_fmt(lim['mv_bound_samples_per_s'])} "
+                  f"samples/s), mm {lim['mm_gflops']:.1f} GFLOP/s (-> {_fmt(lim['mm_bound_samples_per_s'])} samples/s)",
+                  f"  {'batch':>5} {'method':<8} {'samples/s':>11} {'GFLOP/s':>8} {'x realtime':>10} {'cpu/wall':>8}"]
+        for bkey, g in e["generation"].items():
+            for method, r in g.items():
+                if not isinstance(r, dict) or method == "fast":
+                    continue
+                if "error" in r:
+                    lines.append(f"  {bkey[1:]:>5} {method:<8} unavailable: {r['error']}")
+                    continue
+                lines.append(f"  {bkey[1:]:>5} {method:<8} {_fmt(r['samples_per_s'], 1):>11} {r['gflops']:>8.2f} "
+                             f"{r['x_realtime']:>10.3f} {r['cpu_per_wall']:>8.2f}")
+            ratios = [f"{k} {g[k]:,.1f}x" for k in ("fast_vs_cached", "cached_vs_naive", "fast_vs_naive") if k in g]
+            if ratios:
+                lines.append(f"  {'':>5} speed-up: " + ", ".join(ratios))
+        if "naive_growth" in e:
+            lines.append(f"  naive vs cached as the receptive field grows (batch 1):")
+            lines.append(f"  {'stacks':>6} {'RF':>6} {'naive/s':>9} {'cached/s':>9} {'ratio':>7}")
+            for r in e["naive_growth"]:
+                lines.append(f"  {r['n_stacks']:>6} {r['receptive_field']:>6} {r['naive_samples_per_s']:>9.2f} "
+                             f"{r['cached_samples_per_s']:>9.1f} {r['cached_vs_naive']:>7.1f}")
+        if "training" in e:
+            t = e["training"]
+            lines.append(f"  training {t['batch']} x {t['length']}: {t['samples_per_s']:,.0f} samples/s "
+                         f"({t['step_s']:.2f} s/step, {t['gflops']:.1f} GFLOP/s, cpu/wall {t['cpu_per_wall']:.2f})")
+    return "\n".join(lines)
