@@ -72,6 +72,35 @@ def test_fast_logits_any_batch_and_threads(threads, B):
 
 
 @needs_kernel
+def test_projecting_frames_then_upsampling_equals_projecting_the_upsampled_mel(monkeypatch):
+    # the projection commutes with the (linear, per-channel) upsampler: windows anywhere, edges included
+    torch.manual_seed(0)
+    model = WaveNet(WaveNetConfig(**WIDE, cond_channels=5, upsample_scales=(3, 1, 5), hop_length=15,
+                                  **SPEAKER)).eval()
+    with torch.no_grad():
+        for conv in model.upsampler.smoothers:  # not a moving average any more, as after training
+            conv.weight.add_(0.1 * torch.randn_like(conv.weight))
+    fast = FG.FastGenerator(model, threads=1)
+    B, F = 2, 9
+    mel = torch.randn(B, 5, F)
+    constant = fast.constant_term(model.speaker_vector(torch.tensor([2, 1]), B), B)
+    cond = model.upsample(mel)
+    for first, n in [(0, 135), (0, 1), (134, 1), (7, 40), (44, 46), (100, 35)]:
+        direct = fast.project(cond[:, :, first : first + n], constant, n)[0].reshape(n, -1)
+        poly = fast.project_frames(mel, first, n, constant)
+        assert poly.shape == direct.shape
+        assert (poly - direct).abs().max() <= 1e-5
+    # and with a non-standard upsampler the generator projects the upsampled mel instead, with the same result
+    x = random_inputs(model, B, 135)
+    spk = torch.tensor([2, 1])
+    with torch.no_grad():
+        full = model(x, mel, spk)
+    assert (FG.fast_logits(model, x, mel, spk) - full).abs().max() <= 1e-5
+    monkeypatch.setattr(FG, "_polyphase_plan", lambda model: None)
+    assert (FG.fast_logits(model, x, mel, spk) - full).abs().max() <= 1e-5
+
+
+@needs_kernel
 @pytest.mark.parametrize("output", ["mol", "gaussian"])
 def test_fast_logits_continuous_heads(output):
     model = tiny_model(output=output, **MEL)

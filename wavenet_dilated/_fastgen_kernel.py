@@ -500,6 +500,46 @@ static void run_thread(Run* run, int tid) {
     free(work); free(prev_i); free(prev_f);
 }
 
+// ----------------------------------------------------------------------------------------------- upsampling
+// One stage of the conditioning upsampler applied to already projected rows: a nearest-neighbour stretch by s followed
+// by a zero-padded (2s+1)-tap smoothing conv is, per output phase p = n mod s, a 3-tap filter over the input positions
+// n/s - 1, n/s, n/s + 1 (a[p][0..2]). Rows are w floats wide (batch x layers x gate channels), time-major:
+//   y[r] = add + sum_j a[(n % s)*3 + j] * X(n/s + j - 1),  n = lo_out + r,  X(q) = x[q - lo_in] if 0 <= q < len_in else 0
+extern "C" void wn_polyphase(const float* x, int64_t lo_in, int64_t n_in, int64_t len_in, int64_t w, int32_t s,
+                             const float* a, int64_t lo_out, int64_t n_out, const float* add, float* y) {
+    for (int64_t r = 0; r < n_out; ++r) {
+        const int64_t n = lo_out + r, f = n / s;
+        const int p = (int)(n - f * s);
+        const float* rows[3];
+        float coef[3];
+        int k = 0;
+        for (int j = 0; j < 3; ++j) {
+            const int64_t q = f + j - 1;
+            if (q < 0 || q >= len_in || q < lo_in || q >= lo_in + n_in) continue;
+            rows[k] = x + (q - lo_in) * w;
+            coef[k] = a[p * 3 + j];
+            ++k;
+        }
+        float* out = y + r * w;
+        int64_t i = 0;
+        const __m256 c0 = _mm256_set1_ps(k > 0 ? coef[0] : 0.0f), c1 = _mm256_set1_ps(k > 1 ? coef[1] : 0.0f),
+                     c2 = _mm256_set1_ps(k > 2 ? coef[2] : 0.0f);
+        for (; i + 8 <= w; i += 8) {
+            __m256 v = add ? _mm256_loadu_ps(add + i) : _mm256_setzero_ps();
+            __m256 t = _mm256_setzero_ps();
+            if (k > 0) t = _mm256_mul_ps(c0, _mm256_loadu_ps(rows[0] + i));
+            if (k > 1) t = _mm256_fmadd_ps(c1, _mm256_loadu_ps(rows[1] + i), t);
+            if (k > 2) t = _mm256_fmadd_ps(c2, _mm256_loadu_ps(rows[2] + i), t);
+            _mm256_storeu_ps(out + i, _mm256_add_ps(v, t));
+        }
+        for (; i < w; ++i) {
+            float t = 0.0f;
+            for (int j = 0; j < k; ++j) t += coef[j] * rows[j][i];
+            out[i] = (add ? add[i] : 0.0f) + t;
+        }
+    }
+}
+
 struct ThreadArg { Run* run; int tid; std::atomic<int>* go; };
 static void* thread_main(void* p) {
     ThreadArg* a = (ThreadArg*)p;
@@ -633,6 +673,10 @@ def load_kernel() -> ctypes.CDLL:
     if lib.wn_abi_version() != ABI_VERSION:
         raise KernelUnavailable(f"{target} has ABI {lib.wn_abi_version()}, expected {ABI_VERSION}")
     lib.wn_run.restype = ctypes.c_int
+    lib.wn_polyphase.restype = None
+    lib.wn_polyphase.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64,
+                                 ctypes.c_int32, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p,
+                                 ctypes.c_void_p]
     lib.wn_run.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64,
                            ctypes.c_void_p, ctypes.c_int32, ctypes.c_float, ctypes.c_void_p, ctypes.c_void_p,
                            ctypes.c_void_p]

@@ -154,6 +154,34 @@ def _fold(model: WaveNet) -> _Folded:
     )
 
 
+def _polyphase_plan(model: WaveNet) -> list[tuple[int, np.ndarray]] | None:
+    """Per upsampling stage ``(s, a (s × 3))``: a nearest stretch by ``s`` then the zero-padded ``2s+1``-tap smoothing
+    conv of :class:`~wavenet_dilated.wavenet.ConditionUpsampler`, as a 3-tap filter per output phase ``p``:
+    ``y[f·s + p] = a[p, 0]·x[f−1] + a[p, 1]·x[f] + a[p, 2]·x[f+1]``. ``None`` when the upsampler is not that module
+    (the generator then projects the upsampled mel instead)."""
+    from torch import nn
+
+    from .wavenet import ConditionUpsampler
+
+    up = model.upsampler
+    if type(up) is not ConditionUpsampler:
+        return None
+    plan = []
+    for s, conv in zip(up.scales, up.smoothers):
+        if not (type(conv) is nn.Conv2d and conv.bias is None and conv.in_channels == conv.out_channels == 1
+                and conv.kernel_size == (1, 2 * s + 1) and conv.padding == (0, s) and conv.stride == (1, 1)
+                and conv.dilation == (1, 1) and conv.groups == 1 and conv.padding_mode == "zeros"):
+            return None
+        w = conv.weight.detach().double().reshape(-1).cpu()
+        a = np.zeros((s, 3), np.float64)
+        for p in range(s):
+            for k in range(2 * s + 1):
+                # output f·s + p reads stretched position f·s + p + k − s, i.e. frame f + (p + k − s) // s
+                a[p, (p + k - s) // s + 1] += float(w[k])
+        plan.append((s, np.ascontiguousarray(a, np.float32)))
+    return plan
+
+
 def unsupported_reason(model: WaveNet) -> str | None:
     """Why the compiled CPU kernel cannot run ``model`` (``None`` when it can)."""
     c = model.config
@@ -423,6 +451,7 @@ class FastGenerator:
         self._chooser = _ThreadChooser(self._max_threads)
         self.config = model.config
         self.folded = _fold(model)
+        self._polyphase = _polyphase_plan(model)
         self._packed: dict[int, _Packed] = {}
 
     def _pack(self, batch: int) -> _Packed:
@@ -466,6 +495,56 @@ class FastGenerator:
         out = torch.addmm(constant.repeat(n_steps, 1), x, self.folded.cond_weight.T)  # (n·B, L·G)
         return out, B * constant.shape[1]
 
+    def project_frames(self, frames: torch.Tensor, first: int, n_steps: int, constant: torch.Tensor) -> torch.Tensor:
+        """The additive term ``(n, B·L·G)`` of steps ``[first, first + n)`` from the conditioning at frame rate.
+
+        ``frames (B, C_mel, F)`` is the mel after the model's mel context (before upsampling). The projection is linear
+        and acts per time step while the upsampler is linear and acts per channel along time, so they commute: project
+        the few frames that matter (``L·G × C_mel`` per frame instead of per sample), then upsample the projection with
+        :func:`wn_polyphase` (3 multiply-adds per output value per stage). Exact up to float rounding.
+        """
+        plan = self._polyphase
+        assert plan is not None and self.folded.cond_weight is not None
+        B, C, F_ = frames.shape
+        width = B * constant.shape[1]
+        lens = [F_]
+        for s, _ in plan:
+            lens.append(lens[-1] * s)
+        ranges = [(0, 0)] * len(lens)
+        ranges[-1] = (first, first + n_steps)
+        for i in range(len(plan), 0, -1):  # the inputs each stage needs: n // s − 1 … n // s + 1, within the sequence
+            s, (lo, hi) = plan[i - 1][0], ranges[i]
+            ranges[i - 1] = (max(0, lo // s - 1), min(lens[i - 1], (hi - 1) // s + 2))
+        lo0, hi0 = ranges[0]
+        x = frames[:, :, lo0:hi0].permute(2, 0, 1).reshape((hi0 - lo0) * B, C).float()
+        x = (x @ self.folded.cond_weight.T).contiguous()  # rows (frame, batch) → (n_frames, B·L·G)
+        for i, (s, a) in enumerate(plan):
+            (lo_in, hi_in), (lo_out, hi_out) = ranges[i], ranges[i + 1]
+            y = torch.empty(hi_out - lo_out, width)
+            last = i == len(plan) - 1
+            self._lib.wn_polyphase(x.data_ptr(), lo_in, hi_in - lo_in, lens[i], width, s, a.ctypes.data, lo_out,
+                                   hi_out - lo_out, constant.data_ptr() if last else None, y.data_ptr())
+            x = y
+        return x
+
+    def _terms(self, first: int, n_steps: int, constant: torch.Tensor, cond: torch.Tensor | None,
+               frames: torch.Tensor | None):
+        """Yield ``(start, n, term, floats per step)`` chunk by chunk; a chunk's term is at most 2^24 floats."""
+        width = constant.numel()
+        chunk = max(16, min(gen_mod.COND_CHUNK, (1 << 24) // max(width, 1)))
+        if self.folded.cond_weight is None:
+            cond = frames = None
+            chunk = gen_mod.COND_CHUNK
+        for start in range(0, n_steps, chunk):
+            n = min(chunk, n_steps - start)
+            if frames is not None:
+                yield start, n, self.project_frames(frames, first + start, n, constant), width
+            elif cond is not None:
+                term, stride = self.project(cond[:, :, start : start + n], constant, n)
+                yield start, n, term, stride
+            else:
+                yield start, n, constant, 0
+
     # ------------------------------------------------------------------ the loop
     #: steps per kernel call when the thread count is chosen as it runs
     SLICE = 256
@@ -499,6 +578,11 @@ class FastGenerator:
                 self._chooser.record(threads, (time.perf_counter() - t0) / k)
             state.step = st.step
 
+    def _conditioning(self, cond: torch.Tensor | None, frames: torch.Tensor | None) -> tuple:
+        if frames is not None and self._polyphase is None:
+            cond, frames = self.model.upsampler(frames), None  # a non-standard upsampler: project every sample
+        return cond, frames
+
     def run(
         self,
         state: FastState,
@@ -508,17 +592,25 @@ class FastGenerator:
         speaker_vec: torch.Tensor | None = None,
         temperature: float = 1.0,
         progress: tqdm | None = None,
+        frames: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Generate ``n_steps`` samples ``(B, n_steps)``; ``cond`` is the upsampled mel for exactly these steps."""
+        """Generate ``n_steps`` samples ``(B, n_steps)``, continuing ``state``.
+
+        Conditioning (mel models), one of: ``cond (B, C_mel, n_steps)`` the upsampled mel for exactly these steps, or
+        (faster) ``frames (B, C_mel, F)`` the whole utterance's mel after the model's mel context, at frame rate; step
+        ``state.step + i`` then reads upsampled position ``state.step + i``.
+        """
         _check_temperature(temperature)
         head = self.model.head
         B = state.batch
         constant = self.constant_term(speaker_vec, B)
+        cond, frames = self._conditioning(cond, frames)
+        if frames is not None and state.step + n_steps > frames.shape[2] * self.config.hop_length:
+            raise ValueError(f"steps up to {state.step + n_steps} exceed what the mel covers "
+                             f"({frames.shape[2] * self.config.hop_length})")
         dtype = torch.int64 if head.quantized else torch.float32
         out = torch.empty(n_steps, B, dtype=dtype)
-        for start in range(0, n_steps, gen_mod.COND_CHUNK):
-            n = min(gen_mod.COND_CHUNK, n_steps - start)
-            term, stride = self.project(None if cond is None else cond[:, :, start : start + n], constant, n)
+        for start, n, term, stride in self._terms(state.step, n_steps, constant, cond, frames):
             u = uniforms.take(n).float().contiguous()
             self._call(state, n, term, stride, u, temperature, None, out[start:], None)
             if progress is not None:
@@ -526,19 +618,19 @@ class FastGenerator:
         return out.T.contiguous()
 
     def logits(self, inputs: torch.Tensor, cond: torch.Tensor | None = None,
-               speaker_vec: torch.Tensor | None = None) -> torch.Tensor:
-        """Teacher-forced logits ``(B, out, T)`` of ``inputs (B, T)``, one compiled step at a time from a fresh state."""
+               speaker_vec: torch.Tensor | None = None, frames: torch.Tensor | None = None) -> torch.Tensor:
+        """Teacher-forced logits ``(B, out, T)`` of ``inputs (B, T)``, one compiled step at a time from a fresh state
+        (conditioning as in :meth:`run`)."""
         B, T = inputs.shape
         state = self.init_state(B)
         constant = self.constant_term(speaker_vec, B)
+        cond, frames = self._conditioning(cond, frames)
         n_out = self.model.head.out_channels
         out = torch.empty(T, B, n_out)
         forced_all = inputs.T.contiguous()
         if not self.model.head.quantized:
             forced_all = forced_all.float()
-        for start in range(0, T, gen_mod.COND_CHUNK):
-            n = min(gen_mod.COND_CHUNK, T - start)
-            term, stride = self.project(None if cond is None else cond[:, :, start : start + n], constant, n)
+        for start, n, term, stride in self._terms(0, T, constant, cond, frames):
             self._call(state, n, term, stride, None, 1.0, forced_all[start : start + n], None, out[start:])
         return out.permute(1, 2, 0).contiguous()
 
@@ -718,6 +810,12 @@ def _resolve(model: WaveNet, backend: str) -> tuple[str, object | None]:
         raise
 
 
+def _frames(model: WaveNet, mel: torch.Tensor) -> torch.Tensor:
+    """The mel after the model's mel context, at frame rate: what the upsampler would stretch."""
+    mel = mel.to(next(model.parameters()).device)
+    return model.mel_context(mel) if model.mel_context is not None else mel
+
+
 @torch.no_grad()
 def fast_generate(
     model: WaveNet,
@@ -755,6 +853,8 @@ def fast_generate(
             return CudaGraphGenerator(model, batch, temperature=temperature).run(n_samples, uniforms, cond, spk, bar)
         assert isinstance(fast, FastGenerator)
         state = fast.init_state(batch)
+        if mel is not None:
+            return fast.run(state, n_samples, uniforms, None, spk, temperature, bar, frames=_frames(model, mel))
         return fast.run(state, n_samples, uniforms, cond, spk, temperature, bar)
     finally:
         if bar is not None:
@@ -780,11 +880,17 @@ def fast_logits(
     if backend != "cpp":
         raise ValueError(f"fast_logits backend must be 'cpp' or 'reference', found {backend!r}")
     fast = FastGenerator(model)
-    B = inputs.shape[0]
-    cond = model.upsample(mel) if mel is not None else None
-    if model.config.cond_channels is not None and cond is None:
-        raise ValueError("this model is mel-conditioned: pass mel (batch, bins, frames)")
-    if cond is not None and cond.shape[2] != inputs.shape[1]:
-        raise ValueError(f"the mel covers {cond.shape[2]} samples, expected {inputs.shape[1]} (the input length)")
+    B, T = inputs.shape
+    frames = None
+    if model.config.cond_channels is not None:
+        if mel is None:
+            raise ValueError("this model is mel-conditioned: pass mel (batch, bins, frames)")
+        model.check_mel(mel)
+        if mel.shape[2] * model.config.hop_length != T:
+            raise ValueError(f"the mel covers {mel.shape[2] * model.config.hop_length} samples, expected {T} "
+                             "(the input length)")
+        frames = _frames(model, mel)
+    elif mel is not None:
+        raise ValueError("this model is unconditioned: it takes no mel")
     spk = model.speaker_vector(speaker, B)
-    return fast.logits(inputs, cond, spk)
+    return fast.logits(inputs, None, spk, frames=frames)
