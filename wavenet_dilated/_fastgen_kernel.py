@@ -117,8 +117,9 @@ static inline void gate(const float* a, const float* b, float* z, int n) {
     const __m256 one = _mm256_set1_ps(1.0f), lo = _mm256_set1_ps(-87.0f), hi = _mm256_set1_ps(40.0f);
     int i = 0;
     for (; i + 8 <= n; i += 8) {
-        __m256 ea = exp256(_mm256_min_ps(_mm256_max_ps(_mm256_add_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(a + i)), lo), hi));
-        __m256 eb = exp256(_mm256_min_ps(_mm256_max_ps(_mm256_sub_ps(_mm256_setzero_ps(), _mm256_loadu_ps(b + i)), lo), hi));
+        const __m256 va = _mm256_loadu_ps(a + i), vb = _mm256_loadu_ps(b + i);
+        __m256 ea = exp256(_mm256_min_ps(_mm256_max_ps(_mm256_add_ps(va, va), lo), hi));
+        __m256 eb = exp256(_mm256_min_ps(_mm256_max_ps(_mm256_sub_ps(_mm256_setzero_ps(), vb), lo), hi));
         __m256 num = _mm256_sub_ps(ea, one);
         __m256 den = _mm256_mul_ps(_mm256_add_ps(ea, one), _mm256_add_ps(eb, one));
         _mm256_storeu_ps(z + i, _mm256_div_ps(num, den));
@@ -235,10 +236,13 @@ static double erfinv_d(double y) {
         w -= 3.125;
         p = -3.6444120640178196996e-21; p = -1.685059138182016589e-19 + p * w; p = 1.2858480715256400167e-18 + p * w;
         p = 1.115787767802518096e-17 + p * w; p = -1.333171662854620906e-16 + p * w; p = 2.0972767875968561637e-17 + p * w;
-        p = 6.6376381343583238325e-15 + p * w; p = -4.0545662729752068639e-14 + p * w; p = -8.1519341976054721522e-14 + p * w;
-        p = 2.6335093153082322977e-12 + p * w; p = -1.2975133253453532498e-11 + p * w; p = -5.4154120542946279317e-11 + p * w;
+        p = 6.6376381343583238325e-15 + p * w; p = -4.0545662729752068639e-14 + p * w;
+        p = -8.1519341976054721522e-14 + p * w;
+        p = 2.6335093153082322977e-12 + p * w; p = -1.2975133253453532498e-11 + p * w;
+        p = -5.4154120542946279317e-11 + p * w;
         p = 1.051212273321532285e-09 + p * w; p = -4.1126339803469836976e-09 + p * w; p = -2.9070369957882005086e-08 + p * w;
-        p = 4.2347877827932403518e-07 + p * w; p = -1.3654692000834678645e-06 + p * w; p = -1.3882523362786468719e-05 + p * w;
+        p = 4.2347877827932403518e-07 + p * w; p = -1.3654692000834678645e-06 + p * w;
+        p = -1.3882523362786468719e-05 + p * w;
         p = 0.0001867342080340571352 + p * w; p = -0.00074070253416626697512 + p * w; p = -0.0060336708714301490533 + p * w;
         p = 0.24015818242558961693 + p * w; p = 1.6536545626831027356 + p * w;
     } else if (w < 16.0) {
@@ -253,10 +257,13 @@ static double erfinv_d(double y) {
     } else {
         w = sqrt(w) - 5.0;
         p = -2.7109920616438573243e-11; p = -2.5556418169965252055e-10 + p * w; p = 1.5076572693500548083e-09 + p * w;
-        p = -3.7894654401267369937e-09 + p * w; p = 7.6157012080783393804e-09 + p * w; p = -1.4960026627149240478e-08 + p * w;
+        p = -3.7894654401267369937e-09 + p * w; p = 7.6157012080783393804e-09 + p * w;
+        p = -1.4960026627149240478e-08 + p * w;
         p = 2.9147953450901080826e-08 + p * w; p = -6.7711997758452339498e-08 + p * w; p = 2.2900482228026654717e-07 + p * w;
-        p = -9.9298272942317002539e-07 + p * w; p = 4.5260625972231537039e-06 + p * w; p = -1.9681778105531670567e-05 + p * w;
-        p = 7.5995277030017761139e-05 + p * w; p = -0.00021503011930044477347 + p * w; p = -0.00013871931833623122026 + p * w;
+        p = -9.9298272942317002539e-07 + p * w; p = 4.5260625972231537039e-06 + p * w;
+        p = -1.9681778105531670567e-05 + p * w;
+        p = 7.5995277030017761139e-05 + p * w; p = -0.00021503011930044477347 + p * w;
+        p = -0.00013871931833623122026 + p * w;
         p = 1.0103004648645343977 + p * w; p = 4.8499064014085844221 + p * w;
     }
     double x = p * y;
@@ -340,7 +347,9 @@ struct Run {
 };
 
 struct Split { int b0, b1; };
-static inline Split split(int nb, int tid, int nt) { return { (int)((int64_t)nb * tid / nt), (int)((int64_t)nb * (tid + 1) / nt) }; }
+static inline Split split(int nb, int tid, int nt) {
+    return { (int)((int64_t)nb * tid / nt), (int)((int64_t)nb * (tid + 1) / nt) };
+}
 
 static void run_thread(Run* run, int tid) {
     const WNModel* m = run->m;
@@ -431,7 +440,8 @@ static void run_thread(Run* run, int tid) {
                 const int srb = 8 * m->skip[l].ry;
                 if (l == 0) {
                     for (int b = 0; b < B; ++b)
-                        for (int r = ss.b0 * srb; r < S && r < ss.b1 * srb; ++r) run->skip_sum[(int64_t)b * S + r] = m->skip_bias[r];
+                        for (int r = ss.b0 * srb; r < S && r < ss.b1 * srb; ++r)
+                            run->skip_sum[(int64_t)b * S + r] = m->skip_bias[r];
                 }
                 matmul_blocks(m, m->skip[l], ss.b0, ss.b1, zin, B, run->skip_sum, S, run->skip_sum, S);
             }
@@ -641,7 +651,7 @@ def _build(cxx: str, target: Path) -> None:
         os.replace(out, target)  # atomic: a concurrent process sees either no file or the whole library
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load_kernel() -> ctypes.CDLL:
     """Build (once per machine and source version, cached on disk) and load the kernel library.
 

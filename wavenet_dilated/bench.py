@@ -12,8 +12,9 @@ For each model preset (or :class:`~wavenet_dilated.wavenet.WaveNetConfig`), :fun
 * **generation** samples/s (all rows together) at each batch size for
   ``naive`` (the receptive-field recompute of :func:`~wavenet_dilated.generation.naive_generate`, measured at its steady
   state: one teacher-forced forward over the last ``RF`` inputs per sample), ``cached`` (the plain-PyTorch reference
-  queue, :func:`~wavenet_dilated.generation.generate`) and ``fast`` (:mod:`~wavenet_dilated.fastgen`, one entry per
-  thread count), each with the achieved GFLOP/s and the real-time factor at 22 050 Hz;
+  queue, :func:`~wavenet_dilated.generation.generate`) and ``fast`` (:func:`~wavenet_dilated.fastgen.fast_generate`
+  end to end: ``fast_auto`` with the thread count chosen as it runs, ``fast_1t``, ``fast_2t`` fixed; ``fast`` repeats
+  the best of them), each with the achieved GFLOP/s and the real-time factor at 22 050 Hz;
 * **naive growth**: naive vs cached samples/s as the receptive field grows with the number of stacks (1, 2, 3 …);
 * **training** samples/s for batch 2 × 8192 (forward + backward + Adam step, fp32).
 
@@ -200,24 +201,15 @@ def _generation(model: WaveNet, batch: int, seconds: float, repeats: int, thread
         out["fast"] = {"error": why if not ok else fastgen.unsupported_reason(model)}
         return out
     best = None
-    for t in threads:
-        gen = fastgen.FastGenerator(model, threads=t)
-        kwargs = _inputs(model, batch, 1)
-        batch_, _, _, speaker = G._prepare(model, 1, kwargs.get("mel"), kwargs.get("speaker"), kwargs.get("batch_size"))
-        spk = model.speaker_vector(speaker, batch_)
-
-        def fast(n: int, gen: fastgen.FastGenerator = gen, spk: torch.Tensor | None = spk) -> None:
-            # the same work as fast_generate (projection of the conditioning included), minus building the generator
-            kw = _inputs(model, batch, n)
-            cond = model.upsample(kw["mel"]) if "mel" in kw else None
-            uniforms = G.UniformStream(batch, model.head.n_uniforms, torch.Generator().manual_seed(0))
-            gen.run(gen.init_state(batch), n, uniforms, cond, spk)
+    for t in [None, *threads]:
+        def fast(n: int, t: int | None = t) -> None:
+            fastgen.fast_generate(model, seed=0, backend="cpp", threads=t, **_inputs(model, batch, n))
 
         n = _calibrated(fast, seconds / repeats, 64, 10_000_000)
-        wall, util = _median_time(lambda: fast(n), repeats)
-        key = f"fast_{t}t"
+        wall, util = _median_time(lambda n=n, fast=fast: fast(n), repeats)
+        key = "fast_auto" if t is None else f"fast_{t}t"
         out[key] = _rate(batch * n, wall, flops, util, threads=t)
-        log(f"  b{batch} fast {t}t {out[key]['samples_per_s']:10.1f} samples/s")
+        log(f"  b{batch} {key:9s} {out[key]['samples_per_s']:10.1f} samples/s")
         if best is None or out[key]["samples_per_s"] > out[best]["samples_per_s"]:
             best = key
     out["fast"] = dict(out[best], best_of=best)
@@ -243,7 +235,7 @@ def _naive_growth(config: WaveNetConfig, stacks: Sequence[int], seconds: float, 
             G.generate(model, seed=0, **_inputs(model, 1, n))
 
         n = _calibrated(cached, seconds / repeats, 8, 100_000)
-        cwall, _ = _median_time(lambda: cached(n), repeats)
+        cwall, _ = _median_time(lambda n=n, cached=cached: cached(n), repeats)
         rows.append({"n_stacks": s, "n_layers": cfg.n_layers, "receptive_field": cfg.receptive_field,
                      "naive_samples_per_s": 1 / wall, "naive_flops_per_sample": flops * cfg.receptive_field,
                      "cached_samples_per_s": n / cwall, "cached_flops_per_sample": flops,
@@ -377,21 +369,21 @@ def format_table(result: dict[str, Any]) -> str:
                       f"{f['conditioning'] / 1e6:.2f}, output {f['output'] / 1e6:.2f})",
                   f"  machine at these sizes: mv {lim['mv_gflops']:.1f} GFLOP/s (-> {_fmt(lim['mv_bound_samples_per_s'])} "
                   f"samples/s), mm {lim['mm_gflops']:.1f} GFLOP/s (-> {_fmt(lim['mm_bound_samples_per_s'])} samples/s)",
-                  f"  {'batch':>5} {'method':<8} {'samples/s':>11} {'GFLOP/s':>8} {'x realtime':>10} {'cpu/wall':>8}"]
+                  f"  {'batch':>5} {'method':<9} {'samples/s':>11} {'GFLOP/s':>8} {'x realtime':>10} {'cpu/wall':>8}"]
         for bkey, g in e["generation"].items():
             for method, r in g.items():
                 if not isinstance(r, dict) or method == "fast":
                     continue
                 if "error" in r:
-                    lines.append(f"  {bkey[1:]:>5} {method:<8} unavailable: {r['error']}")
+                    lines.append(f"  {bkey[1:]:>5} {method:<9} unavailable: {r['error']}")
                     continue
-                lines.append(f"  {bkey[1:]:>5} {method:<8} {_fmt(r['samples_per_s'], 1):>11} {r['gflops']:>8.2f} "
+                lines.append(f"  {bkey[1:]:>5} {method:<9} {_fmt(r['samples_per_s'], 1):>11} {r['gflops']:>8.2f} "
                              f"{r['x_realtime']:>10.3f} {r['cpu_per_wall']:>8.2f}")
             ratios = [f"{k} {g[k]:,.1f}x" for k in ("fast_vs_cached", "cached_vs_naive", "fast_vs_naive") if k in g]
             if ratios:
                 lines.append(f"  {'':>5} speed-up: " + ", ".join(ratios))
         if "naive_growth" in e:
-            lines.append(f"  naive vs cached as the receptive field grows (batch 1):")
+            lines.append("  naive vs cached as the receptive field grows (batch 1):")
             lines.append(f"  {'stacks':>6} {'RF':>6} {'naive/s':>9} {'cached/s':>9} {'ratio':>7}")
             for r in e["naive_growth"]:
                 lines.append(f"  {r['n_stacks']:>6} {r['receptive_field']:>6} {r['naive_samples_per_s']:>9.2f} "

@@ -563,7 +563,7 @@ class FastGenerator:
             packed.struct.n_threads = threads
             st = state._struct()
 
-            def at(a: torch.Tensor | None, per_step: int) -> int | None:
+            def at(a: torch.Tensor | None, per_step: int, start: int = start) -> int | None:
                 return None if a is None else a.data_ptr() + start * per_step * a.element_size()
 
             t0 = time.perf_counter()
@@ -786,7 +786,7 @@ def _notice(reason: str) -> None:
                   stacklevel=3)
 
 
-def _resolve(model: WaveNet, backend: str) -> tuple[str, object | None]:
+def _resolve(model: WaveNet, backend: str, threads: int | None = None) -> tuple[str, object | None]:
     """The backend to run and, for "cpp", its generator; "reference" with a warning when "auto" cannot run here."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, found {backend!r}")
@@ -802,7 +802,7 @@ def _resolve(model: WaveNet, backend: str) -> tuple[str, object | None]:
             raise FastPathUnavailable(reason)
         return "cuda_graph", None
     try:
-        return "cpp", FastGenerator(model)
+        return "cpp", FastGenerator(model, threads=threads)
     except FastPathUnavailable as err:
         if backend == "auto":
             _notice(str(err))
@@ -828,6 +828,7 @@ def fast_generate(
     generator: torch.Generator | None = None,
     progress: bool = False,
     backend: str = "auto",
+    threads: int | None = None,
 ) -> torch.Tensor:
     """:func:`~wavenet_dilated.generation.generate` through the fast path: same arguments, same samples for a seed.
 
@@ -835,12 +836,13 @@ def fast_generate(
         backend: ``"auto"`` (the compiled CPU loop, or a CUDA graph for a CUDA model; the reference generator with a
             warning when neither can run), ``"cpp"``, ``"cuda_graph"`` (raise :class:`FastPathUnavailable` when they
             cannot run) or ``"reference"``.
+        threads: threads of the compiled CPU loop (default: chosen as it runs, see :class:`FastGenerator`).
 
     Returns:
         ``(B, n_samples)``: int64 μ-law classes (categorical) or floats in [−1, 1].
     """
     _check_temperature(temperature)
-    kind, fast = _resolve(model, backend)
+    kind, fast = _resolve(model, backend, threads)
     if kind == "reference":
         return gen_mod.generate(model, n_samples, mel, speaker, batch_size, temperature, seed, generator, progress)
     batch, n_samples, cond, speaker = _prepare(model, n_samples, mel, speaker, batch_size)
