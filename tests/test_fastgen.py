@@ -101,14 +101,17 @@ def test_projecting_frames_then_upsampling_equals_projecting_the_upsampled_mel(m
 
 
 @needs_kernel
+@pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("output", ["mol", "gaussian"])
-def test_fast_logits_continuous_heads(output):
+def test_fast_logits_continuous_heads(output, threads):
     model = tiny_model(output=output, **MEL)
     x = random_inputs(model, 2, 96)
     mel = torch.randn(2, 5, 12)
     with torch.no_grad():
         full = model(x, mel)
     assert (FG.fast_logits(model, x, mel) - full).abs().max() <= 1e-5
+    fast = FG.FastGenerator(model, threads=threads)
+    assert (fast.logits(x, frames=mel) - full).abs().max() <= 1e-5
 
 
 @needs_kernel
