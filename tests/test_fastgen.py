@@ -283,3 +283,35 @@ def test_cuda_graph_replay_equals_eager_step_on_gpu():
     # and through the public API (the reference runs on CPU: GPU kernels round differently, so compare loosely)
     graph = FG.fast_generate(model, mel=torch.randn(B, 5, 10).cuda(), speaker=1, seed=7, backend="cuda_graph")
     assert graph.shape == (B, 80) and graph.device.type == "cpu"
+
+
+def test_bench_quick_returns_every_number():
+    import json
+
+    from wavenet_dilated import bench
+
+    config = WaveNetConfig(**WIDE, cond_channels=8, upsample_scales=(2, 2), hop_length=4)
+    flops = bench.flops_per_sample(config)
+    R, G_, S, k = 16, 64, 24, 3
+    assert flops["per_layer"] == 2 * (k * R * G_ + (G_ // 2) * (R + S))
+    assert flops["total"] == 6 * flops["per_layer"] + 6 * 2 * 8 * G_ + 2 * (S * S + S * 256)
+    result = bench.run_bench(presets=(config,), batches=(1, 2), seconds=0.2, quick=True, progress=False,
+                             threads=(1,), growth_stacks=(1, 2), train_shape=(2, 64))
+    json.dumps(result)  # JSON-serialisable
+    assert set(result) == {"machine", "settings", "presets"}
+    assert {"mv_gflops", "mm_gflops"} <= set(next(iter(result["presets"].values()))["machine"])
+    entry = next(iter(result["presets"].values()))
+    assert {"config", "receptive_field", "parameters", "flops_per_sample", "machine", "generation", "naive_growth",
+            "training"} <= set(entry)
+    b1, b2 = entry["generation"]["b1"], entry["generation"]["b2"]
+    methods = {"cached", "fast"} | ({"fast_auto", "fast_1t"} if HAVE_KERNEL else set())
+    assert methods | {"naive"} <= set(b1) and methods <= set(b2)
+    for r in (b1["naive"], b1["cached"], b2["cached"]):
+        assert r["samples_per_s"] > 0 and r["gflops"] > 0 and r["x_realtime"] > 0
+    if HAVE_KERNEL:
+        assert b1["fast"]["samples_per_s"] > 0 and "fast_vs_cached" in b1 and "cached_vs_naive" in b1
+    assert [r["n_stacks"] for r in entry["naive_growth"]] == [1, 2]
+    assert entry["naive_growth"][1]["receptive_field"] > entry["naive_growth"][0]["receptive_field"]
+    assert entry["training"]["samples_per_s"] > 0 and entry["training"]["length"] == 16
+    table = bench.format_table(result)
+    assert "samples/s" in table and "receptive field grows" in table and "training" in table
