@@ -34,7 +34,7 @@ __all__ = ["SOURCE", "FLAGS", "KernelUnavailable", "load_kernel", "cache_dir", "
 #: compiler flags; -march=native is why the CPU's feature flags are part of the cache key
 FLAGS = ("-O3", "-march=native", "-std=c++17", "-fPIC", "-shared", "-pthread", "-fno-math-errno", "-fno-plt")
 
-ABI_VERSION = 1
+ABI_VERSION = 2
 
 
 class KernelUnavailable(RuntimeError):
@@ -52,7 +52,7 @@ SOURCE = r"""
 #include <math.h>
 #include <atomic>
 
-#define ABI_VERSION 1
+#define ABI_VERSION 2
 
 extern "C" int wn_abi_version() { return ABI_VERSION; }
 
@@ -68,18 +68,23 @@ struct WNModel {
     int32_t n_classes, n_mix, first_table, n_threads;
     float res_scale, log_scale_min;
     const int32_t* dilation;     // [L]
-    const WNMatrix* conv_a;      // [L] tanh half of the dilated conv (G/2 x K*R), K taps oldest first
-    const WNMatrix* conv_b;      // [L] sigmoid half
-    const WNMatrix* skip;        // [L] (S x G/2)
-    const WNMatrix* res;         // [L] (R x G/2), pre-scaled by res_scale; the last layer's is unused
+    const int32_t* col0;         // [n_threads + 1]: thread t owns gate channels [col0[t], col0[t+1]) of G/2
+    const int32_t* row0;         // [n_threads + 1]: thread t owns rows [row0[t], row0[t+1]) of the first output layer
+    const WNMatrix* conv_a;      // [L][nt] thread t's rows of the tanh half of the dilated conv (K*R inputs, taps
+                                 //         oldest first)
+    const WNMatrix* conv_b;      // [L][nt] the same rows of the sigmoid half
+    const WNMatrix* skip;        // [L][nt] thread t's columns of the skip 1x1 (S x cols)
+    const WNMatrix* res;         // [L][nt] thread t's columns of the residual 1x1 (R x cols), pre-scaled by
+                                 //         res_scale; the last layer's is unused
     const float* weights;
     const float* res_bias;       // [L][R] pre-scaled by res_scale
     const float* skip_bias;      // [S] sum over layers of the skip biases
     const float* table;          // first_table: [K][n_classes][G]: tap j's conv weights times the embedding
     const float* embed;          // categorical: [n_classes][R]; continuous: [2][R] (weight, bias of the 1x1)
-    WNMatrix out1, out2;         // (S x S) pre-scaled by skip_scale, (n_out x S)
+    const WNMatrix* out1;        // [nt] thread t's rows of the first output 1x1 (S x S, pre-scaled by skip_scale)
+    const WNMatrix* out2;        // [nt] thread t's columns of the second (n_out_pad x S)
     const float* out1_bias;      // [S]
-    const float* out2_bias;      // [n_out]
+    const float* out2_bias;      // [n_out_pad]
 };
 
 struct WNState {
@@ -341,27 +346,43 @@ struct Run {
     const void* forced;         // (n, B) int64 or float inputs (teacher forcing), or null
     void* samples;              // (n, B) int64 or float, or null
     float* logits_out;          // (n, B, n_out) or null
-    // shared scratch
-    float *h, *z, *skip_sum, *res_init, *relu_skip, *hidden, *logits;
+    // shared between threads: each writes its own slice, reads the others' after a barrier
+    float* skip_part;           // [nt][B][S] per-thread skip sums (thread 0's starts at the summed biases)
+    float* res_part;            // [2][nt][B][R] per-thread partial residual products, double-buffered by layer
+    float* logit_part;          // [nt][B][n_out_pad] per-thread partial logits
     Barrier barrier;
 };
 
-struct Split { int b0, b1; };
-static inline Split split(int nb, int tid, int nt) {
-    return { (int)((int64_t)nb * tid / nt), (int)((int64_t)nb * (tid + 1) / nt) };
+static float* scratch(size_t n) {
+    const size_t bytes = (n * sizeof(float) + 64 + 63) / 64 * 64;
+    float* p = (float*)aligned_alloc(64, bytes);
+    if (p) memset(p, 0, bytes);
+    return p;
 }
 
+// Every thread runs this loop. Thread t owns the gate channels [c0, c1): it computes those rows of the dilated conv,
+// their gate, and the products of its columns of the skip and residual 1x1s. The residual products of all threads
+// are summed (in thread order, so every thread gets the same bits) into the next layer's input after one barrier per
+// layer; the skip sums once per sample. Every thread then computes the same logits and draws the same sample.
 static void run_thread(Run* run, int tid) {
     const WNModel* m = run->m;
     WNState* s = run->s;
     const int L = m->n_layers, R = m->R, G = m->G, S = m->S, K = m->K, H = G / 2, B = s->batch;
-    const int nt = m->n_threads;
-    int sense = 0;
-    float* work = (float*)aligned_alloc(32, (size_t)((m->n_out_pad + 64) * sizeof(float) + 64) / 32 * 32);
+    const int nt = m->n_threads, NO = m->n_out_pad;
+    const int c0 = m->col0[tid], c1 = m->col0[tid + 1], cw = c1 - c0;
+    const int s0 = m->row0[tid], s1 = m->row0[tid + 1], sw = s1 - s0;
+    int sense = 0, phase = 0;
+    float* h = scratch((size_t)B * 2 * (cw > 0 ? cw : 1));
+    float* z = scratch((size_t)B * (cw > 0 ? cw : 1));
+    float* relu_skip = scratch((size_t)B * S);
+    float* hidden = scratch((size_t)B * (sw > 0 ? sw : 1));
+    float* logits = scratch((size_t)B * NO);
+    float* work = scratch((size_t)NO + 64);
     int64_t* prev_i = (int64_t*)malloc(sizeof(int64_t) * B);
     float* prev_f = (float*)malloc(sizeof(float) * B);
-    for (int b = 0; b < B; ++b) { prev_i[b] = s->prev_class[b]; prev_f[b] = s->prev_value[b]; }
+    float* my_skip = run->skip_part + (int64_t)tid * B * S;
     const bool quantized = m->head == 0;
+    for (int b = 0; b < B; ++b) { prev_i[b] = s->prev_class[b]; prev_f[b] = s->prev_value[b]; }
 
     for (int64_t t = 0; t < run->n_steps; ++t) {
         const int64_t step = s->step + t;
@@ -377,123 +398,112 @@ static void run_thread(Run* run, int tid) {
             const int64_t P0 = (int64_t)(K - 1) * m->dilation[0] + 1;
             for (int b = 0; b < B; ++b) s->class_ring[(step % P0) * B + b] = (int32_t)prev_i[b];
         }
-        // skip sum starts at the sum of the skip biases (each thread owns its skip row blocks)
+        for (int b = 0; b < B; ++b)
+            for (int r = 0; r < S; ++r) my_skip[(int64_t)b * S + r] = tid == 0 ? m->skip_bias[r] : 0.0f;
+
+        const float* x_prev = nullptr;    // the previous layer's input (B, R), or null for a table first layer
         for (int l = 0; l < L; ++l) {
             const int d = m->dilation[l];
             const int64_t P = (int64_t)(K - 1) * d + 1;
-            const int slot = (int)(step % P);
+            const int64_t slot = step % P;
             float* ring = s->rings + s->ring_offset[l];
-            const float* x_now;       // this layer's input at step, (B, R)
-            Split sa = split(n_blocks(m->conv_a[l]), tid, nt);
-            const int rb = 8 * m->conv_a[l].ry;
-            const int r0 = sa.b0 * rb, r1 = sa.b1 * rb < H ? sa.b1 * rb : H;
-            if (l == 0 && m->first_table) {
-                // the first layer's taps come from per-class tables: h = term + sum_j T_j[class at t - (K-1-j) d]
+            float* x_now = ring + slot * B * R;   // this layer's input at this step
+            const WNMatrix& Ma = m->conv_a[(int64_t)l * nt + tid];
+            const WNMatrix& Mb = m->conv_b[(int64_t)l * nt + tid];
+            if (l == 0 && !m->first_table) {
+                // continuous input: the 1x1 embedding (every thread writes the same values)
+                for (int b = 0; b < B; ++b)
+                    for (int r = 0; r < R; ++r) x_now[b * R + r] = m->embed[r] * prev_f[b] + m->embed[R + r];
+            } else if (l > 0) {
+                // x_l = res_scale x_{l-1} + res_bias + sum over threads of W_res[:, cols_t] z_t (same order everywhere)
+                const float* bias = m->res_bias + (int64_t)(l - 1) * R;
+                const float* parts = run->res_part + (int64_t)((phase - 1) & 1) * nt * B * R;
                 for (int b = 0; b < B; ++b) {
-                    float* hb = run->h + (int64_t)b * G;
-                    const float* cb = cond + (int64_t)b * L * G;
-                    for (int r = r0; r < r1; ++r) { hb[r] = cb[r]; hb[H + r] = cb[H + r]; }
+                    const float* xp = x_prev ? x_prev + (int64_t)b * R : m->embed + prev_i[b] * R;
+                    float* xn = x_now + (int64_t)b * R;
+                    for (int r = 0; r < R; ++r) {
+                        float v = m->res_scale * xp[r] + bias[r];
+                        for (int q = 0; q < nt; ++q) v += parts[((int64_t)q * B + b) * R + r];
+                        xn[r] = v;
+                    }
+                }
+            }
+            if (cw > 0) {
+                if (l == 0 && m->first_table) {
+                    // the first layer's taps come from per-class tables: h = term + sum_j T_j[class at t - (K-1-j) d]
+                    for (int b = 0; b < B; ++b) {
+                        float* hb = h + (int64_t)b * 2 * cw;
+                        const float* cb = cond + (int64_t)b * L * G;
+                        for (int r = 0; r < cw; ++r) { hb[r] = cb[c0 + r]; hb[cw + r] = cb[H + c0 + r]; }
+                        for (int j = 0; j < K; ++j) {
+                            const int64_t back = (int64_t)(K - 1 - j) * d;
+                            int64_t cls = back == 0 ? prev_i[b] : s->class_ring[((slot - back) % P + P) % P * B + b];
+                            if (cls < 0) continue;
+                            const float* row = m->table + ((int64_t)j * m->n_classes + cls) * G;
+                            for (int r = 0; r < cw; ++r) { hb[r] += row[c0 + r]; hb[cw + r] += row[H + c0 + r]; }
+                        }
+                    }
+                } else {
+                    Inputs in;
+                    in.parts = K;
+                    in.ldx = R;
                     for (int j = 0; j < K; ++j) {
                         const int64_t back = (int64_t)(K - 1 - j) * d;
-                        int64_t cls;
-                        if (back == 0) cls = prev_i[b];
-                        else cls = s->class_ring[((slot - back) % P + P) % P * B + b];
-                        if (cls < 0) continue;
-                        const float* row = m->table + ((int64_t)j * m->n_classes + cls) * G;
-                        for (int r = r0; r < r1; ++r) { hb[r] += row[r]; hb[H + r] += row[H + r]; }
+                        in.x[j] = ring + ((slot - back) % P + P) % P * B * R;
+                        in.n[j] = R;
                     }
+                    const float* term = cond + (int64_t)l * G;
+                    matmul_blocks(m, Ma, 0, n_blocks(Ma), in, B, term + c0, L * G, h, 2 * cw);
+                    matmul_blocks(m, Mb, 0, n_blocks(Mb), in, B, term + H + c0, L * G, h + cw, 2 * cw);
                 }
-                x_now = nullptr;
-            } else {
-                if (l == 0) {
-                    // continuous input: the 1x1 embedding, written into layer 0's ring (by thread 0; the others wait)
-                    float* dst = ring + (int64_t)slot * B * R;
-                    if (tid == 0) {
-                        for (int b = 0; b < B; ++b)
-                            for (int r = 0; r < R; ++r) dst[b * R + r] = m->embed[r] * prev_f[b] + m->embed[R + r];
-                    }
-                    run->barrier.wait(sense);
-                }
-                Inputs in;
-                in.parts = K;
-                in.ldx = R;
-                for (int j = 0; j < K; ++j) {
-                    const int64_t back = (int64_t)(K - 1 - j) * d;
-                    in.x[j] = ring + ((slot - back) % P + P) % P * B * R;
-                    in.n[j] = R;
-                }
-                x_now = in.x[K - 1];
-                matmul_blocks(m, m->conv_a[l], sa.b0, sa.b1, in, B, cond + (int64_t)l * G, L * G, run->h, G);
-                matmul_blocks(m, m->conv_b[l], sa.b0, sa.b1, in, B, cond + (int64_t)l * G + H, L * G, run->h + H, G);
+                for (int b = 0; b < B; ++b) gate(h + (int64_t)b * 2 * cw, h + (int64_t)b * 2 * cw + cw, z + (int64_t)b * cw, cw);
             }
-            for (int b = 0; b < B; ++b) {
-                const float* hb = run->h + (int64_t)b * G;
-                gate(hb + r0, hb + H + r0, run->z + (int64_t)b * H + r0, r1 - r0);
-            }
-            run->barrier.wait(sense);     // z complete
-
             Inputs zin;
-            zin.parts = 1; zin.ldx = H; zin.x[0] = run->z; zin.n[0] = H;
-            // skip rows accumulate into skip_sum; at layer 0 they start from the summed biases
-            Split ss = split(n_blocks(m->skip[l]), tid, nt);
-            {
-                const int srb = 8 * m->skip[l].ry;
-                if (l == 0) {
-                    for (int b = 0; b < B; ++b)
-                        for (int r = ss.b0 * srb; r < S && r < ss.b1 * srb; ++r)
-                            run->skip_sum[(int64_t)b * S + r] = m->skip_bias[r];
-                }
-                matmul_blocks(m, m->skip[l], ss.b0, ss.b1, zin, B, run->skip_sum, S, run->skip_sum, S);
-            }
+            zin.parts = 1; zin.ldx = cw; zin.x[0] = z; zin.n[0] = cw;
+            const WNMatrix& Ms = m->skip[(int64_t)l * nt + tid];
+            matmul_blocks(m, Ms, 0, n_blocks(Ms), zin, B, my_skip, S, my_skip, S);
             if (l < L - 1) {
-                const int dn = m->dilation[l + 1];
-                const int64_t Pn = (int64_t)(K - 1) * dn + 1;
-                float* next = s->rings + s->ring_offset[l + 1] + (int64_t)(step % Pn) * B * R;
-                Split sr = split(n_blocks(m->res[l]), tid, nt);
-                const int rrb = 8 * m->res[l].ry;
-                const float* bias = m->res_bias + (int64_t)l * R;
-                for (int b = 0; b < B; ++b) {
-                    const float* xb = x_now ? x_now + (int64_t)b * R : m->embed + prev_i[b] * R;
-                    float* ib = run->res_init + (int64_t)b * R;
-                    for (int r = sr.b0 * rrb; r < R && r < sr.b1 * rrb; ++r) ib[r] = m->res_scale * xb[r] + bias[r];
-                }
-                matmul_blocks(m, m->res[l], sr.b0, sr.b1, zin, B, run->res_init, R, next, R);
+                float* part = run->res_part + ((int64_t)(phase & 1) * nt + tid) * B * R;
+                const WNMatrix& Mr = m->res[(int64_t)l * nt + tid];
+                matmul_blocks(m, Mr, 0, n_blocks(Mr), zin, B, nullptr, 0, part, R);
             }
-            run->barrier.wait(sense);     // next layer's input complete
+            x_prev = (l == 0 && m->first_table) ? nullptr : x_now;
+            run->barrier.wait(sense);      // every thread's residual (and, after the last layer, skip) parts are in
+            ++phase;
         }
-        // output: relu -> 1x1 (skip_scale folded) -> relu -> 1x1
+        // output: relu -> 1x1 (skip_scale folded) -> relu -> 1x1; thread t owns out1's rows [s0, s1)
+        for (int b = 0; b < B; ++b)
+            for (int r = 0; r < S; ++r) {
+                float v = 0.0f;
+                for (int q = 0; q < nt; ++q) v += run->skip_part[((int64_t)q * B + b) * S + r];
+                relu_skip[(int64_t)b * S + r] = v > 0.0f ? v : 0.0f;
+            }
+        float* my_logits = run->logit_part + (int64_t)tid * B * NO;
         {
-            Split so = split(n_blocks(m->out1), tid, nt);
-            const int orb = 8 * m->out1.ry;
-            float* relu_skip = run->relu_skip;     // not in place: the skip sum of another thread's rows is read
-            for (int b = 0; b < B; ++b)
-                for (int r = so.b0 * orb; r < S && r < so.b1 * orb; ++r) {
-                    float v = run->skip_sum[(int64_t)b * S + r];
-                    relu_skip[(int64_t)b * S + r] = v > 0.0f ? v : 0.0f;
-                }
-            run->barrier.wait(sense);
             Inputs sin;
             sin.parts = 1; sin.ldx = S; sin.x[0] = relu_skip; sin.n[0] = S;
-            matmul_blocks(m, m->out1, so.b0, so.b1, sin, B, nullptr, 0, run->hidden, S);
+            const WNMatrix& M1 = m->out1[tid];
+            matmul_blocks(m, M1, 0, n_blocks(M1), sin, B, nullptr, 0, hidden, sw);
             for (int b = 0; b < B; ++b)
-                for (int r = so.b0 * orb; r < S && r < so.b1 * orb; ++r) {
-                    float v = run->hidden[(int64_t)b * S + r] + m->out1_bias[r];
-                    run->hidden[(int64_t)b * S + r] = v > 0.0f ? v : 0.0f;
+                for (int r = 0; r < sw; ++r) {
+                    float v = hidden[(int64_t)b * sw + r] + m->out1_bias[s0 + r];
+                    hidden[(int64_t)b * sw + r] = v > 0.0f ? v : 0.0f;
                 }
-            run->barrier.wait(sense);
-            Split s2 = split(n_blocks(m->out2), tid, nt);
-            const int orb2 = 8 * m->out2.ry;
             Inputs hin;
-            hin.parts = 1; hin.ldx = S; hin.x[0] = run->hidden; hin.n[0] = S;
-            for (int b = 0; b < B; ++b)
-                for (int r = s2.b0 * orb2; r < m->n_out_pad && r < s2.b1 * orb2; ++r)
-                    run->logits[(int64_t)b * m->n_out_pad + r] = m->out2_bias[r];
-            matmul_blocks(m, m->out2, s2.b0, s2.b1, hin, B, run->logits, m->n_out_pad, run->logits, m->n_out_pad);
-            run->barrier.wait(sense);
+            hin.parts = 1; hin.ldx = sw; hin.x[0] = hidden; hin.n[0] = sw;
+            const WNMatrix& M2 = m->out2[tid];
+            matmul_blocks(m, M2, 0, n_blocks(M2), hin, B, nullptr, 0, my_logits, NO);
         }
+        run->barrier.wait(sense);          // every thread's partial logits are in
+        for (int b = 0; b < B; ++b)
+            for (int r = 0; r < NO; ++r) {
+                float v = m->out2_bias[r];
+                for (int q = 0; q < nt; ++q) v += run->logit_part[((int64_t)q * B + b) * NO + r];
+                logits[(int64_t)b * NO + r] = v;
+            }
         // every thread samples the same values from the same logits and uniforms: no barrier needed afterwards
         for (int b = 0; b < B; ++b) {
-            const float* lg = run->logits + (int64_t)b * m->n_out_pad;
+            const float* lg = logits + (int64_t)b * NO;
             if (tid == 0 && run->logits_out) memcpy(run->logits_out + (t * B + b) * m->n_out, lg, sizeof(float) * m->n_out);
             if (run->forced) continue;
             const double v = sample_one(m, lg, run->uniforms + (t * B + b) * run->n_uniforms, run->temperature, work);
@@ -507,7 +517,7 @@ static void run_thread(Run* run, int tid) {
     if (tid == 0) {
         for (int b = 0; b < B; ++b) { s->prev_class[b] = prev_i[b]; s->prev_value[b] = prev_f[b]; }
     }
-    free(work); free(prev_i); free(prev_f);
+    free(h); free(z); free(relu_skip); free(hidden); free(logits); free(work); free(prev_i); free(prev_f);
 }
 
 // ----------------------------------------------------------------------------------------------- upsampling
@@ -559,12 +569,6 @@ static void* thread_main(void* p) {
     return nullptr;
 }
 
-static float* scratch(size_t n) {
-    float* p = (float*)aligned_alloc(64, (n * sizeof(float) + 63) / 64 * 64);
-    if (p) memset(p, 0, (n * sizeof(float) + 63) / 64 * 64);
-    return p;
-}
-
 // Runs n_steps steps; returns 0, or -1 when memory or threads could not be had.
 extern "C" int wn_run(const WNModel* m, WNState* s, int64_t n_steps, const float* cond, int64_t cond_stride,
                       const float* uniforms, int32_t n_uniforms, float temperature, const void* forced,
@@ -575,11 +579,12 @@ extern "C" int wn_run(const WNModel* m, WNState* s, int64_t n_steps, const float
     run.m = m; run.s = s; run.n_steps = n_steps; run.cond = cond; run.cond_stride = cond_stride;
     run.uniforms = uniforms; run.n_uniforms = n_uniforms; run.temperature = temperature; run.forced = forced;
     run.samples = samples; run.logits_out = logits_out;
-    run.h = scratch((size_t)B * m->G); run.z = scratch((size_t)B * m->G / 2); run.skip_sum = scratch((size_t)B * m->S);
-    run.res_init = scratch((size_t)B * m->R); run.relu_skip = scratch((size_t)B * m->S);
-    run.hidden = scratch((size_t)B * m->S); run.logits = scratch((size_t)B * m->n_out_pad);
+    const int ntt = m->n_threads < 1 ? 1 : m->n_threads;
+    run.skip_part = scratch((size_t)ntt * B * m->S);
+    run.res_part = scratch((size_t)2 * ntt * B * m->R);
+    run.logit_part = scratch((size_t)ntt * B * m->n_out_pad);
     int rc = 0;
-    if (!run.h || !run.z || !run.skip_sum || !run.res_init || !run.relu_skip || !run.hidden || !run.logits) rc = -1;
+    if (!run.skip_part || !run.res_part || !run.logit_part) rc = -1;
     const int nt = m->n_threads < 1 ? 1 : m->n_threads;
     run.barrier.n = nt;
     if (nt > 64) rc = -1;
@@ -598,8 +603,7 @@ extern "C" int wn_run(const WNModel* m, WNState* s, int64_t n_steps, const float
         for (int i = 1; i <= started; ++i) pthread_join(threads[i], nullptr);
     }
     if (rc == 0) s->step += n_steps;
-    free(run.h); free(run.z); free(run.skip_sum); free(run.res_init); free(run.relu_skip); free(run.hidden);
-    free(run.logits);
+    free(run.skip_part); free(run.res_part); free(run.logit_part);
     return rc;
 }
 """

@@ -21,8 +21,10 @@ Per sample (compiled C++, :mod:`._fastgen_kernel`, AVX2/FMA fp32, one call per c
     per layer one pass over ``[W_a; W_b]`` (initialised with the additive term), the gate ``tanh(a)·σ(b)``, one pass
     over ``[W_skip; W_res]``; then the two output 1×1s and inverse-CDF sampling with the pre-drawn uniforms of
     :class:`~wavenet_dilated.generation.UniformStream` (same block order, so the same seed gives the same samples as
-    :func:`~wavenet_dilated.generation.generate`). With two threads the row blocks of every product are split between
-    them and they meet at a spin barrier twice per layer; a second thread is used only while a core is idle.
+    :func:`~wavenet_dilated.generation.generate`). With two threads each owns half the gate channels (those rows of
+    the conv, those columns of the 1×1s); their partial residuals are summed after one spin barrier per layer (in thread
+    order, so both get the same bits), the skip sums and logits after one more per sample. A second thread is used only
+    while a core is idle.
 
 On CUDA the step (same folded weights, plain PyTorch ops on static buffers, sampling included) is captured once in a
 CUDA graph and replayed per sample (:class:`CudaGraphGenerator`).
@@ -218,11 +220,11 @@ class _Model(ctypes.Structure):
         ("n_classes", ctypes.c_int32), ("n_mix", ctypes.c_int32), ("first_table", ctypes.c_int32),
         ("n_threads", ctypes.c_int32),
         ("res_scale", ctypes.c_float), ("log_scale_min", ctypes.c_float),
-        ("dilation", ctypes.c_void_p),
+        ("dilation", ctypes.c_void_p), ("col0", ctypes.c_void_p), ("row0", ctypes.c_void_p),
         ("conv_a", ctypes.c_void_p), ("conv_b", ctypes.c_void_p), ("skip", ctypes.c_void_p), ("res", ctypes.c_void_p),
         ("weights", ctypes.c_void_p), ("res_bias", ctypes.c_void_p), ("skip_bias", ctypes.c_void_p),
         ("table", ctypes.c_void_p), ("embed", ctypes.c_void_p),
-        ("out1", _Matrix), ("out2", _Matrix),
+        ("out1", ctypes.c_void_p), ("out2", ctypes.c_void_p),
         ("out1_bias", ctypes.c_void_p), ("out2_bias", ctypes.c_void_p),
     ]
 
@@ -249,12 +251,23 @@ def _aligned(n: int, dtype=np.float32) -> np.ndarray:
     return raw[start : start + n * item].view(dtype)
 
 
+def _split8(n: int, parts: int) -> np.ndarray:
+    """``parts + 1`` boundaries splitting ``range(n)`` (a multiple of 8) into near-equal multiples of 8."""
+    units = n // 8
+    return np.array([8 * (units * t // parts) for t in range(parts + 1)], np.int32)
+
+
 class _Packed:
-    """Weights packed for one row-block size, and the ctypes model struct pointing into them (kept alive here)."""
+    """Weights packed for one row-block size and thread count, and the ctypes model struct pointing into them.
+
+    Thread ``t`` owns gate channels ``[col0[t], col0[t+1])``: those rows of both conv halves and those columns of the
+    skip and residual 1×1s; and rows ``[row0[t], row0[t+1])`` of the first output 1×1 with the matching columns of the
+    second.
+    """
 
     def __init__(self, folded: _Folded, model: WaveNet, ry_max: int, threads: int) -> None:
         c = model.config
-        L, G = c.n_layers, c.gate_channels
+        L, G, S = c.n_layers, c.gate_channels, c.skip_channels
         H = G // 2
         pieces: list[np.ndarray] = []
         size = 0
@@ -263,12 +276,8 @@ class _Packed:
             nonlocal size
             rows, n_in = w.shape
             assert rows % 8 == 0, rows
-            # blocks small enough that every thread gets at least one, and no larger than the micro-kernel wants
-            ry = ry_max
-            while ry > 1 and rows < 8 * ry * threads:
-                ry //= 2
-            rb = 8 * ry
-            m = _Matrix(size, rows, n_in, ry, 0)
+            rb = 8 * ry_max
+            m = _Matrix(size, rows, n_in, ry_max, 0)
             for r0 in range(0, rows, rb):
                 block = np.ascontiguousarray(w[r0 : r0 + rb].T)  # (in, rows in block)
                 pieces.append(block.reshape(-1))
@@ -279,35 +288,44 @@ class _Packed:
                 size += pad
             return m
 
-        conv_a = (_Matrix * L)(*[pack(w[:H]) for w in folded.conv])
-        conv_b = (_Matrix * L)(*[pack(w[H:]) for w in folded.conv])
-        skip = (_Matrix * L)(*[pack(w) for w in folded.skip])
-        res = (_Matrix * L)(*[pack(w) if w.shape[0] else _Matrix(0, 0, H, 1, 0) for w in folded.res])
+        col0, row0 = _split8(H, threads), _split8(S, threads)
+        conv_a, conv_b, skip, res = [], [], [], []
+        for i in range(L):
+            conv, sk, rs = folded.conv[i], folded.skip[i], folded.res[i]
+            for t in range(threads):
+                a, b = col0[t], col0[t + 1]
+                conv_a.append(pack(conv[a:b]))
+                conv_b.append(pack(conv[H + a : H + b]))
+                skip.append(pack(sk[:, a:b]))
+                res.append(pack(rs[:, a:b]) if rs.shape[0] else _Matrix(0, 0, b - a, 1, 0))
         n_out = folded.out2.shape[0]
         n_out_pad = -(-n_out // 8) * 8
         out2 = np.zeros((n_out_pad, folded.out2.shape[1]), np.float32)
         out2[:n_out] = folded.out2
         out2_bias = np.zeros(n_out_pad, np.float32)
         out2_bias[:n_out] = folded.out2_bias
-        out1_m = pack(folded.out1)
-        out2_m = pack(out2)
+        out1_m = [pack(folded.out1[row0[t] : row0[t + 1]]) for t in range(threads)]
+        out2_m = [pack(out2[:, row0[t] : row0[t + 1]]) for t in range(threads)]
         self.weights = _aligned(size)
         np.concatenate(pieces, out=self.weights)
         self.dilation = np.asarray(c.dilations, np.int32)
+        self.col0, self.row0 = col0, row0
         self.out2_bias = out2_bias
         self.folded = folded
-        self._structs = (conv_a, conv_b, skip, res)
+        arrays = [(_Matrix * len(x))(*x) for x in (conv_a, conv_b, skip, res, out1_m, out2_m)]
+        self._structs = arrays
         head = model.head
         self.struct = _Model(
-            n_layers=L, R=c.residual_channels, G=G, S=c.skip_channels, K=c.kernel_size, n_out=n_out,
+            n_layers=L, R=c.residual_channels, G=G, S=S, K=c.kernel_size, n_out=n_out,
             n_out_pad=n_out_pad, head=_HEADS[c.output], n_classes=c.n_classes, n_mix=c.n_mixtures,
             first_table=int(folded.table is not None), n_threads=threads,
             res_scale=math.sqrt(0.5), log_scale_min=float(getattr(head, "log_scale_min", 0.0)),
-            dilation=_ptr(self.dilation), conv_a=ctypes.addressof(conv_a), conv_b=ctypes.addressof(conv_b),
-            skip=ctypes.addressof(skip), res=ctypes.addressof(res), weights=_ptr(self.weights),
+            dilation=_ptr(self.dilation), col0=_ptr(col0), row0=_ptr(row0),
+            conv_a=ctypes.addressof(arrays[0]), conv_b=ctypes.addressof(arrays[1]),
+            skip=ctypes.addressof(arrays[2]), res=ctypes.addressof(arrays[3]), weights=_ptr(self.weights),
             res_bias=_ptr(folded.res_bias), skip_bias=_ptr(folded.skip_bias), table=_ptr(folded.table),
-            embed=_ptr(folded.embed), out1=out1_m, out2=out2_m, out1_bias=_ptr(folded.out1_bias),
-            out2_bias=_ptr(self.out2_bias),
+            embed=_ptr(folded.embed), out1=ctypes.addressof(arrays[4]), out2=ctypes.addressof(arrays[5]),
+            out1_bias=_ptr(folded.out1_bias), out2_bias=_ptr(self.out2_bias),
         )
 
 
@@ -418,8 +436,8 @@ class FastGenerator:
     Args:
         model: a :class:`~wavenet_dilated.wavenet.WaveNet` in eval mode, fp32, on CPU. The weights are folded and
             copied at construction: build a new generator after changing the model.
-        threads: threads of the compiled loop; they split the rows of every matrix and meet at a barrier twice per
-            layer. ``None`` (default) chooses between 1 and ``min(2, torch.get_num_threads())`` as it runs: two only
+        threads: threads of the compiled loop; they split the gate channels and meet at a barrier once per layer.
+            ``None`` (default) chooses between 1 and ``min(2, torch.get_num_threads())`` as it runs: two only
             while a core is idle and two measure faster (see :class:`_ThreadChooser`).
 
     Raises:
@@ -452,13 +470,13 @@ class FastGenerator:
         self.config = model.config
         self.folded = _fold(model)
         self._polyphase = _polyphase_plan(model)
-        self._packed: dict[int, _Packed] = {}
+        self._packed: dict[tuple[int, int], _Packed] = {}
 
-    def _pack(self, batch: int) -> _Packed:
-        ry = _ry_for_batch(batch)
-        if ry not in self._packed:
-            self._packed[ry] = _Packed(self.folded, self.model, ry, self._max_threads)
-        return self._packed[ry]
+    def _pack(self, batch: int, threads: int) -> _Packed:
+        key = (_ry_for_batch(batch), threads)
+        if key not in self._packed:
+            self._packed[key] = _Packed(self.folded, self.model, key[0], threads)
+        return self._packed[key]
 
     # ------------------------------------------------------------------ state and conditioning
     def init_state(self, batch_size: int) -> FastState:
@@ -553,14 +571,13 @@ class FastGenerator:
               temperature: float, forced: torch.Tensor | None, samples: torch.Tensor | None,
               logits: torch.Tensor | None) -> None:
         """Run ``n`` steps; ``term`` holds ``n`` steps (or one, ``stride`` 0), the other arrays ``n`` rows."""
-        packed = self._pack(state.batch)
         head = self.model.head
         slice_ = n if self.threads is not None else self.SLICE
         B = state.batch
         for start in range(0, n, slice_):
             k = min(slice_, n - start)
             threads = self.threads if self.threads is not None else self._chooser.pick()
-            packed.struct.n_threads = threads
+            packed = self._pack(B, threads)
             st = state._struct()
 
             def at(a: torch.Tensor | None, per_step: int, start: int = start) -> int | None:
