@@ -456,7 +456,10 @@ static void run_thread(Run* run, int tid) {
                     matmul_blocks(m, Ma, 0, n_blocks(Ma), in, B, term + c0, L * G, h, 2 * cw);
                     matmul_blocks(m, Mb, 0, n_blocks(Mb), in, B, term + H + c0, L * G, h + cw, 2 * cw);
                 }
-                for (int b = 0; b < B; ++b) gate(h + (int64_t)b * 2 * cw, h + (int64_t)b * 2 * cw + cw, z + (int64_t)b * cw, cw);
+                for (int b = 0; b < B; ++b) {
+                    const float* hb = h + (int64_t)b * 2 * cw;
+                    gate(hb, hb + cw, z + (int64_t)b * cw, cw);
+                }
             }
             Inputs zin;
             zin.parts = 1; zin.ldx = cw; zin.x[0] = z; zin.n[0] = cw;
@@ -504,7 +507,8 @@ static void run_thread(Run* run, int tid) {
         // every thread samples the same values from the same logits and uniforms: no barrier needed afterwards
         for (int b = 0; b < B; ++b) {
             const float* lg = logits + (int64_t)b * NO;
-            if (tid == 0 && run->logits_out) memcpy(run->logits_out + (t * B + b) * m->n_out, lg, sizeof(float) * m->n_out);
+            if (tid == 0 && run->logits_out)
+                memcpy(run->logits_out + (t * B + b) * m->n_out, lg, sizeof(float) * m->n_out);
             if (run->forced) continue;
             const double v = sample_one(m, lg, run->uniforms + (t * B + b) * run->n_uniforms, run->temperature, work);
             if (quantized) prev_i[b] = (int64_t)v; else prev_f[b] = (float)v;
