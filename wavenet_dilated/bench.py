@@ -221,7 +221,10 @@ def _generation(model: WaveNet, batch: int, seconds: float, repeats: int, thread
     return out
 
 
-def _naive_growth(config: WaveNetConfig, stacks: Sequence[int], seconds: float, repeats: int) -> list[dict[str, Any]]:
+def _naive_growth(config: WaveNetConfig, stacks: Sequence[int], seconds: float, repeats: int,
+                  known: dict[int, float] | None = None) -> list[dict[str, Any]]:
+    """Naive and cached samples/s at batch 1 for each stack count; ``known`` maps stack counts to naive seconds per
+    sample already measured (the full model's), which are reused."""
     rows = []
     per_stack = config.n_layers // config.n_stacks
     for s in stacks:
@@ -229,7 +232,7 @@ def _naive_growth(config: WaveNetConfig, stacks: Sequence[int], seconds: float, 
         torch.manual_seed(0)
         model = WaveNet(cfg).eval()
         flops = flops_per_sample(cfg)["total"]
-        wall, _ = _naive_step_time(model, 1, repeats)
+        wall = (known or {}).get(s) or _naive_step_time(model, 1, repeats)[0]
 
         def cached(n: int, model: WaveNet = model) -> None:
             G.generate(model, seed=0, **_inputs(model, 1, n))
@@ -339,11 +342,13 @@ def run_bench(
                                                        naive and b == 1, log)
         if naive:
             stacks = growth_stacks if growth_stacks is not None else range(1, config.n_stacks + 1)
-            entry["naive_growth"] = _naive_growth(config, list(stacks), seconds / 2, max(1, repeats // 2))
+            naive_b1 = entry["generation"].get("b1", {}).get("naive")
+            known = {config.n_stacks: naive_b1["wall_s"]} if naive_b1 else None
+            entry["naive_growth"] = _naive_growth(config, list(stacks), seconds / 2, max(1, repeats // 2), known)
             log("  naive growth: " + ", ".join(f"RF {r['receptive_field']}: {r['naive_samples_per_s']:.2f}/s"
                                                for r in entry["naive_growth"]))
         if train:
-            entry["training"] = _training(config, train_shape[0], train_shape[1], 2 if quick else 3)
+            entry["training"] = _training(config, train_shape[0], train_shape[1], 2)
             log(f"  training {entry['training']['samples_per_s']:.0f} samples/s")
         result["presets"][name] = entry
     result["machine"]["load_avg_after"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
