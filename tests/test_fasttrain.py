@@ -1,0 +1,56 @@
+"""The matrix-product training forward computes the same function as WaveNet.forward (logits and gradients)."""
+
+import pytest
+import torch
+
+from tests._models import MEL, SPEAKER, tiny_model
+from wavenet_dilated.fasttrain import fused_forward, fused_loss
+
+
+def grads(model):
+    return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("extra", [{}, MEL, {**MEL, **SPEAKER}, {**MEL, "mel_context": "1d"}, {"kernel_size": 2},
+                                   {"use_weight_norm": True, **MEL}, {"output": "mol", **MEL}, {"output": "gaussian"}],
+                         ids=["plain", "mel", "mel+speaker", "mel-context", "k2", "weight-norm", "mol", "gaussian"])
+def test_fused_forward_and_gradients_equal_forward(extra):
+    model = tiny_model(seed=1, **extra).train()
+    B, T = 3, 96
+    audio = torch.randint(0, 256, (B, T)) if model.head.quantized else torch.rand(B, T) * 2 - 1
+    mel = torch.randn(B, 5, T // 8) if "cond_channels" in extra else None
+    spk = torch.tensor([0, 2, 1]) if "n_speakers" in extra else None
+    x = model.shift_right(audio)
+    assert (fused_forward(model, x, mel, spk) - model(x, mel, spk)).abs().max() <= 1e-5
+    model.zero_grad()
+    ref = model.loss(audio, mel, spk)
+    ref.backward()
+    g_ref = grads(model)
+    model.zero_grad()
+    loss = fused_loss(model, audio, mel, spk)
+    loss.backward()
+    g = grads(model)
+    assert torch.allclose(loss, ref, atol=1e-5, rtol=1e-5)
+    assert g.keys() == g_ref.keys()
+    for name in g:
+        assert torch.allclose(g[name], g_ref[name], atol=1e-5, rtol=1e-4), name
+
+
+def test_fused_forward_checks_like_forward():
+    model = tiny_model(**MEL)
+    x = torch.randint(0, 256, (2, 40))
+    with pytest.raises(ValueError, match="pass mel"):
+        fused_forward(model, x)
+    with pytest.raises(ValueError, match="expected 40"):
+        fused_forward(model, x, torch.randn(2, 5, 4))
+    with pytest.raises(ValueError, match="unconditioned"):
+        fused_forward(tiny_model(), x, torch.randn(2, 5, 5))
+
+
+def test_dropout_is_applied_in_training_only():
+    model = tiny_model(dropout=0.5, **MEL)
+    x = torch.randint(0, 256, (2, 48))
+    mel = torch.randn(2, 5, 6)
+    assert torch.equal(fused_forward(model.eval(), x, mel), fused_forward(model, x, mel))
+    model.train()
+    assert not torch.equal(fused_forward(model, x, mel), fused_forward(model, x, mel))
