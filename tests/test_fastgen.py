@@ -312,6 +312,7 @@ def test_bench_quick_returns_every_number():
         assert b1["fast"]["samples_per_s"] > 0 and "fast_vs_cached" in b1 and "cached_vs_naive" in b1
     assert [r["n_stacks"] for r in entry["naive_growth"]] == [1, 2]
     assert entry["naive_growth"][1]["receptive_field"] > entry["naive_growth"][0]["receptive_field"]
-    assert entry["training"]["samples_per_s"] > 0 and entry["training"]["length"] == 16
+    assert entry["training"]["samples_per_s"] > 0 and entry["training"]["fused_samples_per_s"] > 0
+    assert entry["training"]["length"] == 16
     table = bench.format_table(result)
     assert "samples/s" in table and "receptive field grows" in table and "training" in table

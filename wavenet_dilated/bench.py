@@ -16,7 +16,8 @@ For each model preset (or :class:`~wavenet_dilated.wavenet.WaveNetConfig`), :fun
   end to end: ``fast_auto`` with the thread count chosen as it runs, ``fast_1t``, ``fast_2t`` fixed; ``fast`` repeats
   the best of them), each with the achieved GFLOP/s and the real-time factor at 22 050 Hz;
 * **naive growth**: naive vs cached samples/s as the receptive field grows with the number of stacks (1, 2, 3 …);
-* **training** samples/s for batch 2 × 8192 (forward + backward + Adam step, fp32).
+* **training** samples/s for batch 2 × 8192 (forward + backward + Adam step, fp32), through ``model.loss`` and through
+  :func:`~wavenet_dilated.fasttrain.fused_loss`.
 
 Times are wall-clock medians of several repeats; the load average before and after and the CPU time used per wall
 second are recorded beside them, because a busy machine shows up in both.
@@ -250,6 +251,10 @@ def _naive_growth(config: WaveNetConfig, stacks: Sequence[int], seconds: float, 
 
 
 def _training(config: WaveNetConfig, batch: int, length: int, steps: int) -> dict[str, Any]:
+    """Samples/s of forward + backward + Adam steps through ``model.loss`` and through
+    :func:`~wavenet_dilated.fasttrain.fused_loss` (the same function as matrix products)."""
+    from .fasttrain import fused_loss
+
     torch.manual_seed(0)
     model = WaveNet(config).train()
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
@@ -257,18 +262,20 @@ def _training(config: WaveNetConfig, batch: int, length: int, steps: int) -> dic
     audio = torch.randint(0, c.n_classes, (batch, length)) if model.head.quantized else torch.rand(batch, length) * 2 - 1
     mel = torch.randn(batch, c.cond_channels, length // c.hop_length) if c.cond_channels is not None else None
     speaker = torch.zeros(batch, dtype=torch.int64) if c.n_speakers is not None else None
-
-    def step() -> None:
-        opt.zero_grad(set_to_none=True)
-        model.loss(audio, mel, speaker).backward()
-        opt.step()
-
-    step()  # warm-up: allocator, oneDNN primitives, Adam state
-    wall, util = _median_time(step, steps)
     flops = 3 * flops_per_sample(config)["total"]  # forward + backward ≈ 3 × forward
-    sps = batch * length / wall
-    return {"batch": batch, "length": length, "step_s": wall, "samples_per_s": sps, "gflops": sps * flops / 1e9,
-            "cpu_per_wall": util, "steps": steps}
+    out: dict[str, Any] = {"batch": batch, "length": length, "steps": steps}
+    for key, loss_fn in (("", model.loss), ("fused_", lambda a, m, s: fused_loss(model, a, m, s))):
+        def step(loss_fn=loss_fn) -> None:
+            opt.zero_grad(set_to_none=True)
+            loss_fn(audio, mel, speaker).backward()
+            opt.step()
+
+        step()  # warm-up: allocator, oneDNN primitives, Adam state
+        wall, util = _median_time(step, steps)
+        sps = batch * length / wall
+        out.update({f"{key}step_s": wall, f"{key}samples_per_s": sps, f"{key}gflops": sps * flops / 1e9,
+                    f"{key}cpu_per_wall": util})
+    return out
 
 
 # --------------------------------------------------------------------------------------------------- entry points
@@ -395,6 +402,8 @@ def format_table(result: dict[str, Any]) -> str:
                              f"{r['cached_samples_per_s']:>9.1f} {r['cached_vs_naive']:>7.1f}")
         if "training" in e:
             t = e["training"]
-            lines.append(f"  training {t['batch']} x {t['length']}: {t['samples_per_s']:,.0f} samples/s "
-                         f"({t['step_s']:.2f} s/step, {t['gflops']:.1f} GFLOP/s, cpu/wall {t['cpu_per_wall']:.2f})")
+            for key, label in (("", "model.loss"), ("fused_", "fused_loss")):
+                lines.append(f"  training {t['batch']} x {t['length']} ({label}): {t[key + 'samples_per_s']:,.0f} "
+                             f"samples/s ({t[key + 'step_s']:.2f} s/step, {t[key + 'gflops']:.1f} GFLOP/s, "
+                             f"cpu/wall {t[key + 'cpu_per_wall']:.2f})")
     return "\n".join(lines)
