@@ -286,7 +286,7 @@ def run_bench(
     batches: Sequence[int] = (1, 8),
     seconds: float = 3.0,
     quick: bool = False,
-    device: str = "cpu",
+    device: str | torch.device = "cpu",
     progress: bool = True,
     threads: Sequence[int] | None = None,
     naive: bool = True,
@@ -309,8 +309,9 @@ def run_bench(
         growth_stacks: stack counts for the naive-growth table (default ``1 … n_stacks`` of each preset).
         train_shape: ``(batch, samples)`` of a training step.
     """
-    if device != "cpu":
-        raise ValueError(f"run_bench measures the CPU fast path; device must be 'cpu', found {device!r}")
+    if torch.device(device).type != "cpu":
+        raise ValueError(f"run_bench measures generation and training on the CPU; device must be 'cpu', found "
+                         f"{str(device)!r} (the CUDA-graph generator is fastgen.CudaGraphGenerator)")
     if seconds <= 0:
         raise ValueError(f"seconds must be > 0, found {seconds!r}")
     repeats = 3 if quick else 5
