@@ -260,3 +260,15 @@ def test_front_end_1d():
 def test_bad_input(call, needle):
     with pytest.raises(ValueError, match=needle):
         call()
+
+
+def test_front_end_geometry_composes_with_context_module():
+    fe = DilatedFrontEnd(1, n_classes=3, width=4, output_stride=2)
+    assert fe.geometry == [(3, 1, 1), (2, 1, 2), (3, 2, 1), (3, 4, 1), (1, 1, 1), (1, 1, 1)]
+    ks, ds, ss = zip(*fe.geometry, strict=True)
+    assert dil.receptive_field(list(ks), list(ds), list(ss)) == fe.receptive_field == 28
+    ctx = ContextModule(3)
+    layers = fe.geometry + [(3, r, 1) for r in ctx.dilations] + [(1, 1, 1)]
+    ks, ds, ss = zip(*layers, strict=True)
+    # each context layer's span counts twice in input pixels after the stride-2 front-end
+    assert dil.receptive_field(list(ks), list(ds), list(ss)) == 28 + 2 * (ctx.receptive_field - 1) == 160

@@ -315,7 +315,8 @@ class DilatedFrontEnd(nn.Module):
     ``log2(output_stride)`` stages of ``convs_per_stage`` 3×3 convolutions + ReLU, each followed by 2×2 pooling; then,
     instead of more pooling, one 3×3 convolution per rate in ``dilated_rates`` (2 then 4, like the paper's conv5 and
     fc6), a 1×1 (fc7) and a 1×1 class-score layer. Stage ``s`` has ``width · 2^s`` maps; the dilated and fc7 layers keep
-    the last stage's width. Scores come out at ``1/output_stride`` of the input resolution.
+    the last stage's width. Scores come out at ``1/output_stride`` of the input resolution. Convolutions start from He
+    (Kaiming normal) weights and zero biases, which a VGG-style stack without normalisation needs to train from scratch.
 
     The receptive field (:attr:`receptive_field`) follows ``dilation.receptive_field`` with pooling as a kernel-2,
     stride-2 layer; e.g. 58 input pixels for ``output_stride=4, convs_per_stage=1`` and 64 for ``convs_per_stage=2``.
@@ -371,28 +372,40 @@ class DilatedFrontEnd(nn.Module):
         pool_cls = {("max", 1): nn.MaxPool1d, ("max", 2): nn.MaxPool2d,
                     ("avg", 1): nn.AvgPool1d, ("avg", 2): nn.AvgPool2d}[pool, dims]
         # (kernel, dilation, stride) of every layer, for the receptive field
-        self._geometry: list[tuple[int, int, int]] = []
+        self._layer_geometry: list[tuple[int, int, int]] = []
         layers: list[nn.Module] = []
         c_in = in_channels
         for stage in range(n_stages):
             c_out = width * 2**stage
             for _ in range(convs_per_stage):
                 layers += [DilatedConv(c_in, c_out, 3, 1, dims=dims), nn.ReLU()]
-                self._geometry.append((3, 1, 1))
+                self._layer_geometry.append((3, 1, 1))
                 c_in = c_out
             layers.append(pool_cls(2, 2))
-            self._geometry.append((2, 1, 2))
+            self._layer_geometry.append((2, 1, 2))
         for rate in self.dilated_rates:
             layers += [DilatedConv(c_in, c_in, 3, rate, dims=dims), nn.ReLU()]
-            self._geometry.append((3, rate, 1))
+            self._layer_geometry.append((3, rate, 1))
         layers += [DilatedConv(c_in, c_in, 1, 1, dims=dims), nn.ReLU(), DilatedConv(c_in, n_classes, 1, 1, dims=dims)]
-        self._geometry += [(1, 1, 1), (1, 1, 1)]
+        self._layer_geometry += [(1, 1, 1), (1, 1, 1)]
         self.layers = nn.Sequential(*layers)
+        for module in self.layers:
+            if isinstance(module, DilatedConv):
+                # He initialisation: PyTorch's default shrinks the signal ~2.4× per layer, and a plain VGG-style stack
+                # without normalisation then barely trains from scratch
+                nn.init.kaiming_normal_(module.conv.weight, nonlinearity="relu")
+                nn.init.zeros_(module.conv.bias)
+
+    @property
+    def geometry(self) -> list[tuple[int, int, int]]:
+        """``(kernel_size, dilation, stride)`` of every layer in order, pooling included (kernel 2, stride 2); append a
+        later stack's layers to get the receptive field of the two together with ``dilation.receptive_field``."""
+        return list(self._layer_geometry)
 
     @property
     def receptive_field(self) -> int:
         """In input pixels along each axis, pooling counted as kernel 2, stride 2."""
-        ks, ds, ss = zip(*self._geometry, strict=True)
+        ks, ds, ss = zip(*self._layer_geometry, strict=True)
         return dil.receptive_field(list(ks), list(ds), list(ss))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
