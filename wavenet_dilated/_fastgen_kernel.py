@@ -152,6 +152,8 @@ static inline void block_kernel(const float* __restrict w, const Inputs& in, int
         const float* x = in.x[p] + (int64_t)c0 * in.ldx;
         const int n = in.n[p];
         for (int i = 0; i < n; ++i) {
+            // 1 KB ahead of the weight stream (measured: +5-15 % where the weights come from L3 or DRAM)
+            for (int r = 0; r < RY; r += 2) _mm_prefetch((const char*)(w + 256 + 8 * r), _MM_HINT_T0);
             __m256 wv[RY];
             for (int r = 0; r < RY; ++r) wv[r] = _mm256_loadu_ps(w + 8 * r);
             for (int c = 0; c < NC; ++c) {

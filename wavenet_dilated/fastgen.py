@@ -289,23 +289,27 @@ class _Packed:
             return m
 
         col0, row0 = _split8(H, threads), _split8(S, threads)
-        conv_a, conv_b, skip, res = [], [], [], []
-        for i in range(L):
-            conv, sk, rs = folded.conv[i], folded.skip[i], folded.res[i]
-            for t in range(threads):
-                a, b = col0[t], col0[t + 1]
-                conv_a.append(pack(conv[a:b]))
-                conv_b.append(pack(conv[H + a : H + b]))
-                skip.append(pack(sk[:, a:b]))
-                res.append(pack(rs[:, a:b]) if rs.shape[0] else _Matrix(0, 0, b - a, 1, 0))
         n_out = folded.out2.shape[0]
         n_out_pad = -(-n_out // 8) * 8
         out2 = np.zeros((n_out_pad, folded.out2.shape[1]), np.float32)
         out2[:n_out] = folded.out2
         out2_bias = np.zeros(n_out_pad, np.float32)
         out2_bias[:n_out] = folded.out2_bias
-        out1_m = [pack(folded.out1[row0[t] : row0[t + 1]]) for t in range(threads)]
-        out2_m = [pack(out2[:, row0[t] : row0[t + 1]]) for t in range(threads)]
+        # each thread's weights are one contiguous stream in the order it reads them (the prefetcher's best case)
+        mats: dict[tuple[str, int, int], _Matrix] = {}
+        for t in range(threads):
+            a, b = col0[t], col0[t + 1]
+            for i in range(L):
+                conv, rs = folded.conv[i], folded.res[i]
+                mats["a", i, t] = pack(conv[a:b])
+                mats["b", i, t] = pack(conv[H + a : H + b])
+                mats["s", i, t] = pack(folded.skip[i][:, a:b])
+                mats["r", i, t] = pack(rs[:, a:b]) if rs.shape[0] else _Matrix(0, 0, b - a, 1, 0)
+            mats["o1", 0, t] = pack(folded.out1[row0[t] : row0[t + 1]])
+            mats["o2", 0, t] = pack(out2[:, row0[t] : row0[t + 1]])
+        conv_a, conv_b, skip, res = ([mats[k, i, t] for i in range(L) for t in range(threads)] for k in "absr")
+        out1_m = [mats["o1", 0, t] for t in range(threads)]
+        out2_m = [mats["o2", 0, t] for t in range(threads)]
         self.weights = _aligned(size)
         np.concatenate(pieces, out=self.weights)
         self.dilation = np.asarray(c.dilations, np.int32)
@@ -331,6 +335,7 @@ class _Packed:
 
 def _ry_for_batch(batch: int) -> int:
     """8-row vectors per packed block for a batch: the micro-kernel keeps ``ry × columns`` accumulators in registers."""
+    # measured in the generation loop (not in isolation, where 16 × 4 blocks win): 8 × 8 is fastest for batch >= 5
     if batch == 1:
         return 8
     if batch == 2:
