@@ -608,10 +608,12 @@ print(f"notebook ran in {elapsed:.0f} s")
 ]
 
 
-def build(cells: list[tuple[str, str]]) -> nbformat.NotebookNode:
+def build(cells: list[tuple[str, str]], slow: bool = False) -> nbformat.NotebookNode:
     nb = new_notebook()
     nb.metadata["kernelspec"] = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
     nb.metadata["language_info"] = {"name": "python"}
+    if slow:  # tests/test_notebooks.py marks it @pytest.mark.slow (more than about a minute on 2 CPU cores)
+        nb.metadata["wavenet_dilated"] = {"slow": True}
     for kind, source in cells:
         source = source.strip("\n")
         nb.cells.append(new_markdown_cell(source) if kind == "md" else new_code_cell(source))
@@ -620,7 +622,8 @@ def build(cells: list[tuple[str, str]]) -> nbformat.NotebookNode:
     return nb
 
 
-NOTEBOOKS = {"01_receptive_fields.ipynb": NB01, "02_context_module_segmentation.ipynb": NB02}
+# name: (cells, slow)
+NOTEBOOKS = {"01_receptive_fields.ipynb": (NB01, False), "02_context_module_segmentation.ipynb": (NB02, True)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -628,10 +631,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--execute", action="store_true", help="run each notebook in a fresh kernel and save outputs")
     parser.add_argument("names", nargs="*", help="only these notebooks (file names); default all")
     args = parser.parse_args(argv)
-    for name, cells in NOTEBOOKS.items():
+    for name, (cells, slow) in NOTEBOOKS.items():
         if args.names and name not in args.names:
             continue
-        nb = build(cells)
+        nb = build(cells, slow)
         if args.execute:
             from nbclient import NotebookClient
 

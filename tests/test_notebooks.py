@@ -18,8 +18,16 @@ from nbclient import NotebookClient
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
 KERNEL_NAME = "wavenet-dilated-tests"
-# notebooks that take more than about a minute on 2 CPU cores (CI still runs them)
-SLOW = {"02_context_module_segmentation.ipynb"}
+
+
+def is_slow(path: Path) -> bool:
+    """A notebook that takes more than about a minute on 2 CPU cores says so in its metadata:
+    ``{"wavenet_dilated": {"slow": true}}``; it is then marked ``slow`` (CI still runs it)."""
+    meta = json.loads(path.read_text(encoding="utf-8")).get("metadata", {})
+    return bool(meta.get("wavenet_dilated", {}).get("slow", False))
+
+
+PARAMS = [pytest.param(p, id=p.name, marks=[pytest.mark.slow] if is_slow(p) else []) for p in NOTEBOOKS]
 
 
 @pytest.fixture(scope="module")
@@ -38,10 +46,10 @@ def kernel_name(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 def test_notebooks_found():
     assert {"01_receptive_fields.ipynb", "02_context_module_segmentation.ipynb"} <= {p.name for p in NOTEBOOKS}
+    assert is_slow(NOTEBOOK_DIR / "02_context_module_segmentation.ipynb")
 
 
-@pytest.mark.parametrize("path", [pytest.param(p, id=p.name, marks=[pytest.mark.slow] if p.name in SLOW else [])
-                                  for p in NOTEBOOKS])
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
 def test_notebook_is_committed_with_outputs(path: Path):
     nb = nbformat.read(path, as_version=4)
     code = [c for c in nb.cells if c.cell_type == "code"]
@@ -53,8 +61,7 @@ def test_notebook_is_committed_with_outputs(path: Path):
     assert any("image/png" in o.get("data", {}) for c in code for o in c.outputs), f"{path.name} shows no plot"
 
 
-@pytest.mark.parametrize("path", [pytest.param(p, id=p.name, marks=[pytest.mark.slow] if p.name in SLOW else [])
-                                  for p in NOTEBOOKS])
+@pytest.mark.parametrize("path", PARAMS)
 def test_notebook_executes(path: Path, kernel_name: str, tmp_path: Path):
     copy = tmp_path / path.name
     shutil.copy(path, copy)
