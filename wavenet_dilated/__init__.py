@@ -3,6 +3,7 @@
 Importing the package does nothing but define names: no argv, no environment, no files.
 """
 
+from .context import ContextModule, DilatedFrontEnd, MelContext
 from .dilation import coverage, exponential_dilations, hdc_check, receptive_field, receptive_fields
 from .generation import CachedGenerator, generate, naive_generate, stream_generate, to_waveform
 from .layers import CausalConv1d, ConvState, DilatedConv
@@ -16,7 +17,10 @@ __all__ = [
     "MODEL_PRESETS",
     "CachedGenerator",
     "CausalConv1d",
+    "ContextModule",
     "ConvState",
+    "DilatedFrontEnd",
+    "MelContext",
     "DilatedConv",
     "ResidualBlock",
     "WaveNet",

@@ -158,7 +158,8 @@ def hdc_check(dilations: Sequence[int], kernel_size: int = 3) -> HDCReport:
     """Wang et al. (2018) HDC condition for one group of rates.
 
     ``M_n = r_n`` and ``M_i = max(M_{i+1} − 2 r_i, M_{i+1} − 2 (M_{i+1} − r_i), r_i)``; valid when ``M_2 ≤ K`` and
-    ``gcd(r) = 1`` (the recurrence assumes ``r_1 = 1``, which the common-factor rule implies for sorted groups).
+    ``gcd(r) = 1``. The rule assumes ``r_1 = 1`` and does not check it: ``[2, 3]`` passes yet leaves holes, so pair a
+    group that does not start at 1 with :func:`coverage`.
     """
     _, ds, _ = _as_layers(kernel_size, dilations, None)
     _check_positive_int("kernel_size", kernel_size)

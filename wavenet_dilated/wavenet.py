@@ -60,7 +60,7 @@ class WaveNetConfig:
         upsample_scales: per-stage time stretch of the mel (nearest stretch + smoothing conv); product = ``hop_length``.
         hop_length: audio samples per mel frame.
         mel_context: ``None``, ``"1d"`` or ``"2d"``: a residual context module over the mel before upsampling.
-        mel_context_channels: hidden width of the ``"2d"`` mel context.
+        mel_context_channels: hidden maps of the mel context (``None``: ``n_mels`` for ``"1d"``, 16 for ``"2d"``).
         n_speakers / speaker_channels: global conditioning by speaker id (``None`` = off).
         dropout: dropout on each block's input during training.
         use_weight_norm: weight normalisation on every convolution.
@@ -81,7 +81,7 @@ class WaveNetConfig:
     upsample_scales: tuple[int, ...] | None = None
     hop_length: int | None = None
     mel_context: str | None = None
-    mel_context_channels: int = 8
+    mel_context_channels: int | None = None
     n_speakers: int | None = None
     speaker_channels: int | None = None
     dropout: float = 0.0
