@@ -1,4 +1,8 @@
-"""The README's examples run as shown: its Python blocks, its `python -c` one-liners and its captured CLI output."""
+"""The README's examples run as shown: its Python blocks, its `python -c` one-liners and its captured CLI output.
+
+Blocks fenced as ```python must run as they stand; blocks fenced as ```py need data or a network (LJSpeech) and are
+shown, not run.
+"""
 
 import os
 import re
