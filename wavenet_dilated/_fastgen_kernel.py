@@ -34,7 +34,7 @@ __all__ = ["SOURCE", "FLAGS", "KernelUnavailable", "load_kernel", "cache_dir", "
 #: compiler flags; -march=native is why the CPU's feature flags are part of the cache key
 FLAGS = ("-O3", "-march=native", "-std=c++17", "-fPIC", "-shared", "-pthread", "-fno-math-errno", "-fno-plt")
 
-ABI_VERSION = 2
+ABI_VERSION = 3
 
 
 class KernelUnavailable(RuntimeError):
@@ -52,7 +52,7 @@ SOURCE = r"""
 #include <math.h>
 #include <atomic>
 
-#define ABI_VERSION 2
+#define ABI_VERSION 3
 
 extern "C" int wn_abi_version() { return ABI_VERSION; }
 
@@ -566,6 +566,34 @@ extern "C" void wn_polyphase(const float* x, int64_t lo_in, int64_t n_in, int64_
     }
 }
 
+// y (rows x w) = x (rows x c) @ wt (c x w): the frame-rate projection of the conditioning (a few frames per chunk;
+// done here rather than by torch so that no OpenMP pool is woken per chunk).
+extern "C" void wn_project(const float* x, int64_t rows, int32_t c, const float* wt, int64_t w, float* y) {
+    for (int64_t r = 0; r < rows; ++r) {
+        float* out = y + r * w;
+        const float* xr = x + r * c;
+        int64_t i = 0;
+        for (; i + 32 <= w; i += 32) {
+            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+            for (int k = 0; k < c; ++k) {
+                const __m256 xv = _mm256_broadcast_ss(xr + k);
+                const float* row = wt + (int64_t)k * w + i;
+                a0 = _mm256_fmadd_ps(xv, _mm256_loadu_ps(row), a0);
+                a1 = _mm256_fmadd_ps(xv, _mm256_loadu_ps(row + 8), a1);
+                a2 = _mm256_fmadd_ps(xv, _mm256_loadu_ps(row + 16), a2);
+                a3 = _mm256_fmadd_ps(xv, _mm256_loadu_ps(row + 24), a3);
+            }
+            _mm256_storeu_ps(out + i, a0); _mm256_storeu_ps(out + i + 8, a1);
+            _mm256_storeu_ps(out + i + 16, a2); _mm256_storeu_ps(out + i + 24, a3);
+        }
+        for (; i < w; ++i) {
+            float v = 0.0f;
+            for (int k = 0; k < c; ++k) v += xr[k] * wt[(int64_t)k * w + i];
+            out[i] = v;
+        }
+    }
+}
+
 struct ThreadArg { Run* run; int tid; std::atomic<int>* go; };
 static void* thread_main(void* p) {
     ThreadArg* a = (ThreadArg*)p;
@@ -693,6 +721,9 @@ def load_kernel() -> ctypes.CDLL:
     if lib.wn_abi_version() != ABI_VERSION:
         raise KernelUnavailable(f"{target} has ABI {lib.wn_abi_version()}, expected {ABI_VERSION}")
     lib.wn_run.restype = ctypes.c_int
+    lib.wn_project.restype = None
+    lib.wn_project.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int32, ctypes.c_void_p, ctypes.c_int64,
+                               ctypes.c_void_p]
     lib.wn_polyphase.restype = None
     lib.wn_polyphase.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64,
                                  ctypes.c_int32, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p,

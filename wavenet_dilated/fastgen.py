@@ -475,6 +475,8 @@ class FastGenerator:
         self.config = model.config
         self.folded = _fold(model)
         self._polyphase = _polyphase_plan(model)
+        if self.folded.cond_weight is not None:
+            self._cond_weight_t = self.folded.cond_weight.T.contiguous()  # (C_mel, L·G)
         self._packed: dict[tuple[int, int], _Packed] = {}
 
     def _pack(self, batch: int, threads: int) -> _Packed:
@@ -539,8 +541,10 @@ class FastGenerator:
             s, (lo, hi) = plan[i - 1][0], ranges[i]
             ranges[i - 1] = (max(0, lo // s - 1), min(lens[i - 1], (hi - 1) // s + 2))
         lo0, hi0 = ranges[0]
-        x = frames[:, :, lo0:hi0].permute(2, 0, 1).reshape((hi0 - lo0) * B, C).float()
-        x = (x @ self.folded.cond_weight.T).contiguous()  # rows (frame, batch) → (n_frames, B·L·G)
+        x_in = frames[:, :, lo0:hi0].permute(2, 0, 1).reshape((hi0 - lo0) * B, C).float().contiguous()
+        lg = self.folded.cond_weight.shape[0]
+        x = torch.empty(hi0 - lo0, width)  # rows (frame, batch) → (n_frames, B·L·G)
+        self._lib.wn_project(x_in.data_ptr(), x_in.shape[0], C, self._cond_weight_t.data_ptr(), lg, x.data_ptr())
         for i, (s, a) in enumerate(plan):
             (lo_in, hi_in), (lo_out, hi_out) = ranges[i], ranges[i + 1]
             y = torch.empty(hi_out - lo_out, width)
