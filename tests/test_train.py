@@ -292,3 +292,10 @@ def test_ddp_two_cpu_processes_match_one_process_with_the_global_batch(cache, tm
     assert_same_state(weights(single), dumps[0, 1], atol=1e-6)
     changed = [k for k in dumps[0, 1] if not torch.equal(dumps[0, 1][k], dumps[0, 3][k])]
     assert changed  # (the comparison is not vacuous: training moves the weights)
+
+
+def test_bf16_autocast_trains_on_cpu(cache, tmp_path):
+    summary = Trainer(MODEL, dataclasses.replace(TRAIN, amp="bf16", max_steps=2), cache, tmp_path).fit(progress=False)
+    assert summary.step == 2 and math.isfinite(summary.val_nll_bits)
+    ckpt = load_checkpoint(summary.checkpoint)
+    assert all(v.dtype == torch.float32 for v in ckpt["model"].values())  # autocast: fp32 weights

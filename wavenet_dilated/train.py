@@ -53,7 +53,8 @@ from . import distributed as dist
 from .audio import AudioConfig, MelStats, log_mel, save_audio
 from .data import AudioDataset, Manifest, load_manifest
 from .distributions import nats_to_bits
-from .generation import generate, to_waveform
+from .fastgen import fast_generate
+from .generation import to_waveform
 from .wavenet import WaveNet, WaveNetConfig, load_checkpoint, save_checkpoint
 
 __all__ = [
@@ -753,6 +754,9 @@ class Trainer:
     def sample(self, seconds: float | None = None, seed: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Vocode the start of the first validation utterance's mel with the cached generator.
 
+        Runs :func:`~wavenet_dilated.fastgen.fast_generate` (the cached generator in compiled code: the same samples
+        as :func:`~wavenet_dilated.generation.generate` for a seed; it falls back to that with a warning).
+
         Args:
             seconds: how much (default ``sample_seconds``; at most the utterance).
             seed: sampling seed (default the training seed).
@@ -765,14 +769,14 @@ class Trainer:
         was_training = model.training
         model.eval()
         threads = torch.get_num_threads()
-        # one sample at a time is latency-bound: extra threads only add synchronisation (on 2 busy cores we measured
-        # 40 samples/s with one thread and 4 with two)
+        # one sample at a time is latency-bound: extra torch threads only add synchronisation (the reference
+        # generator on 2 busy cores: 40 samples/s with one thread, 4 with two); fast_generate picks its own threads
         torch.set_num_threads(1)
         try:
             if mel is None:
-                samples = generate(model, n_samples=n, batch_size=1, seed=seed)
+                samples = fast_generate(model, n_samples=n, batch_size=1, seed=seed)
             else:
-                samples = generate(model, mel=mel[None].to(self.device), seed=seed)
+                samples = fast_generate(model, mel=mel[None].to(self.device), seed=seed)
             wave = to_waveform(samples, model)[0].float().cpu()
         finally:
             torch.set_num_threads(threads)

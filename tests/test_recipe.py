@@ -1,0 +1,154 @@
+"""The LJSpeech recipe as users run it: missing data, bad --set, kill -9 and resume, NaN stop."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from recipes import train_ljspeech as recipe
+from tests._corpus import write_corpus
+from wavenet_dilated.audio import AudioConfig
+from wavenet_dilated.train import TrainConfig, list_checkpoints
+from wavenet_dilated.wavenet import WaveNet, load_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+SR = 8000
+#: a tiny model and 8 kHz audio through --set, so the real command line runs in seconds
+TINY = [
+    "audio.sample_rate=8000", "n_fft=256", "win_length=256", "hop_length=64", "n_mels=16", "fmin=0", "fmax=4000",
+    "trim_top_db=None", "cond_channels=16", "upsample_scales=8,8", "n_layers=4", "n_stacks=2",
+    "residual_channels=8", "gate_channels=16", "skip_channels=8", "batch_size=2", "max_time_steps=512",
+    "warmup_steps=2", "val_every=None", "sample_seconds=0.02", "log_every=5",
+]  # fmt: skip
+
+
+def command(corpus: Path, out: Path, *extra: str) -> list[str]:
+    cmd = [sys.executable, "-m", "recipes.train_ljspeech", "--preset", "demo", "--data-dir", str(corpus),
+           "--out-dir", str(out), "--no-progress", *extra]  # fmt: skip
+    for item in TINY:
+        cmd += ["--set", item]
+    return cmd
+
+
+def env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("recipe_corpus")
+    write_corpus(root, n=6, seconds=0.4, sr=SR)
+    return root
+
+
+# --- command line ---------------------------------------------------------------------------------------------------
+
+
+def test_missing_dataset_prints_how_to_get_it_and_exits_nonzero(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "recipes.train_ljspeech", "--data-dir", str(tmp_path / "nowhere"),
+         "--out-dir", str(tmp_path / "run")],
+        cwd=ROOT, env=env(), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert "no LJSpeech-format corpus" in proc.stderr and str(tmp_path / "nowhere") in proc.stderr
+    assert "--download" in proc.stderr and "https://" in proc.stderr and "--preset demo" in proc.stderr
+    assert not (tmp_path / "run").exists()  # nothing written
+
+
+def test_unknown_set_key_names_it_and_lists_the_valid_ones(capsys):
+    assert recipe.main(["--preset", "demo", "--set", "learning_rate=1e-3"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown key 'learning_rate'" in err and "lr" in err and "residual_channels" in err and "n_mels" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("item", "message"),
+    [("lr=fast", "expected float"), ("betas=0.9", "expected 2"), ("compile=maybe", "expected true or false"),
+     ("optimizer=sgd", "TrainConfig.optimizer"), ("nokey", "key=value"), ("loss.lr=1", "unknown section")],
+)  # fmt: skip
+def test_bad_set_values_are_one_line_errors(capsys, item, message):
+    assert recipe.main(["--preset", "demo", "--set", item]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_set_converts_from_the_field_types():
+    p = recipe.PRESETS["demo"]
+    configs = {"model": p["model"], "train": p["train"], "audio": p["audio"]}
+    out = recipe.apply_overrides(configs, ["lr=3e-4", "ema_decay=None", "betas=(0.8, 0.99)", "upsample_scales=8,32",
+                                           "hop_length=256", "model.residual_channels=48", "amp=bf16",
+                                           "compile=true", "trim_top_db=none"])  # fmt: skip
+    t, m, a = out["train"], out["model"], out["audio"]
+    assert isinstance(t, TrainConfig) and t.lr == 3e-4 and t.ema_decay is None and t.betas == (0.8, 0.99)
+    assert t.amp == "bf16" and t.compile is True
+    assert m.upsample_scales == (8, 32) and m.residual_channels == 48
+    assert m.hop_length == a.hop_length == 256  # an unqualified key goes to every config that has it
+    assert isinstance(a, AudioConfig) and a.trim_top_db is None
+    assert p["train"].lr != 3e-4  # the presets themselves are untouched
+
+
+# --- kill -9 and resume -----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_from_its_last_checkpoint_with_the_same_command(corpus, tmp_path):
+    out = tmp_path / "run"
+    cmd = command(corpus, out, "--max-steps", "60", "--set", "checkpoint_every=5", "--set", "keep_last=50")
+    first = subprocess.Popen(cmd, cwd=ROOT, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 180
+    try:
+        while not list_checkpoints(out / "checkpoints"):
+            assert first.poll() is None, "the first run ended before writing a checkpoint"
+            assert time.monotonic() < deadline, "no checkpoint after 180 s"
+            time.sleep(0.05)
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    steps = [s for s, _ in list_checkpoints(out / "checkpoints")]
+    assert steps and steps[-1] < 60, f"the run finished before it was killed: {steps}"
+    killed_at = steps[-1]
+    log_before = (out / "train.log").read_text()
+
+    second = subprocess.run(cmd, cwd=ROOT, env=env(), capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stderr[-3000:]
+    log = (out / "train.log").read_text()[len(log_before) :]
+    assert f"resumed from {out / 'checkpoints' / f'ckpt_{killed_at:08d}.pt'} at step {killed_at}" in log
+    assert f"training steps {killed_at} → 60" in log
+    steps_after = [s for s, _ in list_checkpoints(out / "checkpoints")]
+    assert steps_after == [*range(5, 61, 5)]
+    assert load_checkpoint(out / "checkpoints" / "ckpt_00000060.pt")["step"] == 60
+    assert "wrote sample" in second.stdout
+    wav = Path(second.stdout.strip().splitlines()[-1].removeprefix("wrote sample "))
+    assert wav.is_file() and wav.parent == out / "samples"
+    WaveNet.from_checkpoint(out / "checkpoints" / "ckpt_00000060.pt")  # usable for sampling
+
+    again = subprocess.run(cmd, cwd=ROOT, env=env(), capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and "nothing to do" in again.stderr  # a finished run stays finished
+
+
+@pytest.mark.slow
+def test_diverging_run_stops_with_a_clear_message_and_keeps_a_good_checkpoint(corpus, tmp_path):
+    out = tmp_path / "run"
+    # an absurd learning rate: Adam moves every weight by ~1e30 per step, the loss turns inf/NaN within a few steps
+    cmd = command(corpus, out, "--max-steps", "30", "--set", "lr=1e30", "--set", "grad_clip=None",
+                  "--set", "warmup_steps=0", "--set", "checkpoint_every=1")  # fmt: skip
+    proc = subprocess.run(cmd, cwd=ROOT, env=env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: training stopped at step") and "non-finite loss" in last
+    ckpts = list_checkpoints(out / "checkpoints")
+    assert ckpts, "expected the steps before the divergence to be checkpointed"
+    failed_step = int(last.split("step ")[1].split(":")[0])
+    assert ckpts[-1][0] == failed_step - 1
+    assert f"ckpt_{failed_step - 1:08d}.pt" in last
+    WaveNet.from_checkpoint(ckpts[-1][1])  # loadable
