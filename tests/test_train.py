@@ -217,6 +217,15 @@ def test_truncated_latest_checkpoint_is_skipped_with_a_warning(cache, tmp_path, 
     assert load_checkpoint(latest)["step"] == 4
 
 
+def test_no_loadable_checkpoint_at_all_is_an_error_not_a_silent_restart(cache, tmp_path):
+    Trainer(MODEL, TRAIN, cache, tmp_path).fit(until_step=2, progress=False)
+    (tmp_path / "checkpoints" / "ckpt_00000002.pt").write_bytes(b"garbage")
+    (tmp_path / "checkpoints" / "ckpt_00000004.pt.abc123.tmp").write_bytes(b"half")  # a killed save
+    with pytest.raises(ValueError, match="none of the 1 checkpoints"):
+        Trainer(MODEL, TRAIN, cache, tmp_path)
+    assert not (tmp_path / "checkpoints" / "ckpt_00000004.pt.abc123.tmp").exists()
+
+
 def test_fresh_start_refuses_a_run_directory_with_checkpoints(cache, tmp_path):
     Trainer(MODEL, TRAIN, cache, tmp_path).fit(until_step=2, progress=False)
     with pytest.raises(ValueError, match="already holds checkpoints"):

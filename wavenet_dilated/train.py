@@ -573,9 +573,16 @@ class Trainer:
 
     def _resume(self, resume: bool | str | os.PathLike[str]) -> None:
         found: tuple[Path, dict[str, Any]] | None = None
+        if dist.is_main() and self.checkpoint_dir.is_dir():
+            for tmp in self.checkpoint_dir.glob("*.pt.*.tmp"):  # half-written by a killed save_checkpoint
+                tmp.unlink(missing_ok=True)
         if resume is True:
             if dist.is_main():
                 found = find_checkpoint(self.checkpoint_dir)
+                existing = list_checkpoints(self.checkpoint_dir)
+                if found is None and existing:
+                    raise ValueError(f"none of the {len(existing)} checkpoints in {str(self.checkpoint_dir)!r} "
+                                     "loads (see the warnings above); move them away to start afresh")
         elif resume is False or resume is None:
             existing = list_checkpoints(self.checkpoint_dir)
             if existing:
