@@ -191,6 +191,27 @@ def test_adaptive_threads_slices_give_the_same_samples(monkeypatch, others):
     assert tried == ({1, 2} if others == 0 else {1})
 
 
+def test_thread_chooser_trusts_measurements(monkeypatch):
+    others = {"n": 0}
+    monkeypatch.setattr(FG, "_others_running", lambda: others["n"])
+    monkeypatch.setattr(FG.os, "cpu_count", lambda: 2)
+    chooser = FG._ThreadChooser(2)
+    assert chooser.pick() == 2
+    chooser.record(2, 1.0)
+    assert chooser.pick() == 1
+    chooser.record(1, 2.0)  # two threads measured faster: keep them, a passing process does not matter ...
+    others["n"] = 1
+    picks = [chooser.pick() for _ in range(32)]
+    assert picks.count(2) >= 30 and picks.count(1) >= 1  # ... but re-measure one thread now and then
+    others["n"] = 2  # every core busy: one thread
+    assert chooser.pick() == 1
+    chooser.record(2, 50.0)  # two threads became slow: one thread, and two are re-tried only on an idle machine
+    picks = [chooser.pick() for _ in range(32)]
+    assert set(picks) == {1}
+    others["n"] = 0
+    assert 2 in [chooser.pick() for _ in range(32)]
+
+
 @needs_kernel
 def test_fast_generate_mel_context_and_chunks(monkeypatch):
     monkeypatch.setattr(G, "COND_CHUNK", 50)

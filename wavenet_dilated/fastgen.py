@@ -400,12 +400,13 @@ def _others_running() -> int | None:
 
 
 class _ThreadChooser:
-    """Picks the kernel's thread count slice by slice: the second thread only pays when a core is idle.
+    """Picks the kernel's thread count slice by slice from measured seconds per step.
 
-    The two threads meet at a barrier about 60 times per sample; if the other core is busy with someone else's work the
-    helper is descheduled for whole time slices and every barrier waits for it (measured here: 100× slower). So a helper
-    is used only when ``/proc/stat`` shows an idle core, and only while it measures faster; the slower choice is
-    re-measured every :attr:`PROBE_EVERY` slices since the load changes.
+    The threads meet at a barrier ~L times per sample; with no idle core the helper is descheduled for whole time
+    slices and every barrier waits for it (measured here: 20–40× slower). So two threads are *tried* only while
+    ``/proc/stat`` shows an idle core; once measured faster they are kept (re-measuring one thread every
+    :attr:`PROBE_EVERY` slices) unless every core has other work; when one thread is faster, two are re-tried every
+    :attr:`PROBE_EVERY` slices, again only while a core is idle.
     """
 
     PROBE_EVERY = 16
@@ -416,19 +417,22 @@ class _ThreadChooser:
         self.calls = 0
 
     def pick(self) -> int:
-        if self.max_threads == 1:
+        m = self.max_threads
+        if m == 1:
             return 1
         self.calls += 1
         others = _others_running()
-        if others is not None and others + self.max_threads > (os.cpu_count() or 1):
+        cores = os.cpu_count() or 1
+        idle = others is None or others + m <= cores
+        crowded = others is not None and others >= cores
+        if m not in self.cost:
+            return m if idle else 1
+        if 1 not in self.cost:
             return 1
-        for t in (1, self.max_threads):
-            if t not in self.cost:
-                return t
-        best = min(self.cost, key=self.cost.__getitem__)
-        if self.calls % self.PROBE_EVERY == 0:
-            return self.max_threads if best == 1 else 1
-        return best
+        probe = self.calls % self.PROBE_EVERY == 0
+        if self.cost[m] < self.cost[1]:
+            return 1 if (probe or crowded) else m
+        return m if (probe and idle) else 1
 
     def record(self, threads: int, seconds_per_step: float) -> None:
         old = self.cost.get(threads)
