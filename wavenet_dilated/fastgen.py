@@ -402,19 +402,25 @@ def _others_running() -> int | None:
 class _ThreadChooser:
     """Picks the kernel's thread count slice by slice from measured seconds per step.
 
-    The threads meet at a barrier ~L times per sample; with no idle core the helper is descheduled for whole time
-    slices and every barrier waits for it (measured here: 20–40× slower). So two threads are *tried* only while
-    ``/proc/stat`` shows an idle core; once measured faster they are kept (re-measuring one thread every
-    :attr:`PROBE_EVERY` slices) unless every core has other work; when one thread is faster, two are re-tried every
-    :attr:`PROBE_EVERY` slices, again only while a core is idle.
+    The threads meet at a barrier ~L times per sample. When every core already has other work (``/proc/stat``), a
+    helper would be descheduled for whole time slices and every barrier would wait for it (measured here: 20–40×
+    slower), so one thread is used. Otherwise the faster measured choice is used and the other is re-measured now and
+    then: after :attr:`PROBE_EVERY` slices, the interval doubling (up to :attr:`PROBE_MAX`) each time the probe loses.
     """
 
     PROBE_EVERY = 16
+    PROBE_MAX = 1024
 
     def __init__(self, max_threads: int) -> None:
         self.max_threads = max_threads
         self.cost: dict[int, float] = {}  # seconds per step, running average
         self.calls = 0
+        self.interval = self.PROBE_EVERY
+        self.next_probe = self.PROBE_EVERY
+        self._probing: int | None = None
+
+    def _best(self) -> int:
+        return self.max_threads if self.cost[self.max_threads] < self.cost[1] else 1
 
     def pick(self) -> int:
         m = self.max_threads
@@ -422,21 +428,26 @@ class _ThreadChooser:
             return 1
         self.calls += 1
         others = _others_running()
-        cores = os.cpu_count() or 1
-        idle = others is None or others + m <= cores
-        crowded = others is not None and others >= cores
-        if m not in self.cost:
-            return m if idle else 1
-        if 1 not in self.cost:
+        if others is not None and others >= (os.cpu_count() or 1):
             return 1
-        probe = self.calls % self.PROBE_EVERY == 0
-        if self.cost[m] < self.cost[1]:
-            return 1 if (probe or crowded) else m
-        return m if (probe and idle) else 1
+        for t in (m, 1):
+            if t not in self.cost:
+                return t
+        best = self._best()
+        if self.calls >= self.next_probe:
+            self._probing = 1 if best == m else m
+            return self._probing
+        return best
 
     def record(self, threads: int, seconds_per_step: float) -> None:
         old = self.cost.get(threads)
-        self.cost[threads] = seconds_per_step if old is None else 0.5 * (old + seconds_per_step)
+        probe = self._probing == threads  # a probe re-measures: its value replaces the stale one
+        self.cost[threads] = seconds_per_step if old is None or probe else 0.5 * (old + seconds_per_step)
+        if probe:
+            won = self._best() == threads
+            self.interval = self.PROBE_EVERY if won else min(2 * self.interval, self.PROBE_MAX)
+            self.next_probe = self.calls + self.interval
+            self._probing = None
 
 
 class FastGenerator:
