@@ -402,10 +402,11 @@ def _others_running() -> int | None:
 class _ThreadChooser:
     """Picks the kernel's thread count slice by slice from measured seconds per step.
 
-    The threads meet at a barrier ~L times per sample. When every core already has other work (``/proc/stat``), a
-    helper would be descheduled for whole time slices and every barrier would wait for it (measured here: 20–40×
-    slower), so one thread is used. Otherwise the faster measured choice is used and the other is re-measured now and
-    then: after :attr:`PROBE_EVERY` slices, the interval doubling (up to :attr:`PROBE_MAX`) each time the probe loses.
+    The threads meet at a barrier ~L times per sample. If the helper shares a core with someone else's work it is
+    descheduled for whole time slices and every barrier waits for it (measured here: 3–40× slower than one thread).
+    So two threads are *tried* (first, and as a probe) only while ``/proc/stat`` shows an idle core for the helper;
+    once measured faster they are kept unless every core has other work. The slower choice is re-measured after
+    :attr:`PROBE_EVERY` slices, the interval doubling (up to :attr:`PROBE_MAX`) each time the probe loses.
     """
 
     PROBE_EVERY = 16
@@ -428,13 +429,16 @@ class _ThreadChooser:
             return 1
         self.calls += 1
         others = _others_running()
-        if others is not None and others >= (os.cpu_count() or 1):
+        cores = os.cpu_count() or 1
+        if others is not None and others >= cores:
             return 1
-        for t in (m, 1):
-            if t not in self.cost:
-                return t
+        idle = others is None or others + m <= cores
+        if m not in self.cost:
+            return m if idle else 1
+        if 1 not in self.cost:
+            return 1
         best = self._best()
-        if self.calls >= self.next_probe:
+        if self.calls >= self.next_probe and (best == m or idle):
             self._probing = 1 if best == m else m
             return self._probing
         return best
