@@ -1,6 +1,7 @@
 """Pure arithmetic of dilated convolution stacks: padding, receptive fields, schedules, HDC and gridding.
 
-Nothing here imports torch (only numpy, for path counting), so the numbers can be checked (and used by the CLI and notebooks) without building a model.
+Nothing here imports torch (only numpy, for path counting), so the numbers can be checked (and used by the CLI and
+notebooks) without building a model.
 Conventions: a stack is a list of layers, layer ``i`` having kernel size ``k_i``, dilation ``r_i`` and stride ``s_i``.
 """
 
