@@ -129,6 +129,56 @@ def test_fast_logits_across_chunks_and_weight_norm(monkeypatch):
 
 
 @needs_kernel
+@pytest.mark.parametrize("kernel_size", [2, 3, 4])
+@pytest.mark.parametrize("block", [2, 5, 16])
+@pytest.mark.parametrize("output", ["categorical", "gaussian"])
+def test_blocked_past_taps_are_exact(monkeypatch, kernel_size, block, output):
+    # dilations 1 … 64: layers blocked by min(d, block), block boundaries not aligned with the kernel calls' slices
+    monkeypatch.setattr(FG.FastGenerator, "SLICE", 37)
+    torch.manual_seed(3)
+    model = WaveNet(WaveNetConfig(n_layers=7, n_stacks=1, kernel_size=kernel_size, residual_channels=16,
+                                  gate_channels=32, skip_channels=16, output=output, **MEL)).eval()
+    blocks = FG.past_blocks(model.config.dilations, kernel_size, model.head.quantized, block)
+    assert max(blocks) == min(block, 64) and (blocks > 1).sum() >= 5
+    B, T = 3, 296
+    x = random_inputs(model, B, T)
+    mel = torch.randn(B, MEL["cond_channels"], T // MEL["hop_length"])
+    with torch.no_grad():
+        full = model(x, mel)
+    for threads in (1, 2):
+        steps = FG.FastGenerator(model, threads=threads, block=block).logits(x, model.upsample(mel))
+        assert (steps - full).abs().max() <= 1e-5
+    # generating in uneven pieces continues the blocks across calls: the same samples as the reference in one go
+    fast = FG.FastGenerator(model, block=block)
+    state, uniforms = fast.init_state(B), G.UniformStream(B, model.head.n_uniforms, torch.Generator().manual_seed(4))
+    cond, pieces, start = model.upsample(mel), [], 0
+    for n in (1, 6, 23, 64, 202):
+        pieces.append(fast.run(state, n, uniforms, cond[:, :, start : start + n]))
+        start += n
+    reference = G.generate(model, mel=mel, seed=4)
+    assert torch.equal(torch.cat(pieces, dim=1), reference) if model.head.quantized else \
+        (torch.cat(pieces, dim=1) - reference).abs().max() <= 1e-4
+
+
+def test_blocking_is_on_only_where_weights_stream_from_memory(monkeypatch):
+    from wavenet_dilated.presets import model_preset
+
+    monkeypatch.setattr(FG, "_last_level_cache", lambda: 8 << 20)
+    assert FG.auto_block(model_preset("ljspeech"), 1) == FG.PAST_BLOCK  # 15.7 MB of weights
+    assert FG.auto_block(model_preset("ljspeech"), 8) == 1
+    assert FG.auto_block(model_preset("small"), 1) == 1  # 2.9 MB: in cache
+    monkeypatch.setattr(FG, "_last_level_cache", lambda: 1 << 20)
+    assert FG.auto_block(model_preset("small"), 1) == FG.PAST_BLOCK
+
+
+@needs_kernel
+def test_bad_block_argument():
+    for bad in (0, -3, 2.5, True):
+        with pytest.raises(ValueError, match="block"):
+            FG.FastGenerator(tiny_model(), block=bad)
+
+
+@needs_kernel
 @pytest.mark.parametrize("extra", [{}, MEL, {**MEL, **SPEAKER}], ids=["plain", "mel", "mel+speaker"])
 @pytest.mark.parametrize("output", ["categorical", "mol", "gaussian"])
 def test_fast_and_reference_give_identical_samples(extra, output):

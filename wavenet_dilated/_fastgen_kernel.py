@@ -34,7 +34,7 @@ __all__ = ["SOURCE", "FLAGS", "KernelUnavailable", "load_kernel", "cache_dir", "
 #: compiler flags; -march=native is why the CPU's feature flags are part of the cache key
 FLAGS = ("-O3", "-march=native", "-std=c++17", "-fPIC", "-shared", "-pthread", "-fno-math-errno", "-fno-plt")
 
-ABI_VERSION = 3
+ABI_VERSION = 4
 
 
 class KernelUnavailable(RuntimeError):
@@ -52,7 +52,7 @@ SOURCE = r"""
 #include <math.h>
 #include <atomic>
 
-#define ABI_VERSION 3
+#define ABI_VERSION 4
 
 extern "C" int wn_abi_version() { return ABI_VERSION; }
 
@@ -85,6 +85,10 @@ struct WNModel {
     const WNMatrix* out2;        // [nt] thread t's columns of the second (n_out_pad x S)
     const float* out1_bias;      // [S]
     const float* out2_bias;      // [n_out_pad]
+    const int32_t* block;        // [L] steps per precomputed block of past taps (1: the layer is not blocked)
+    const WNMatrix* past_a;      // [L][nt] blocked layers: thread t's rows of the tanh half's past taps ((K-1)*R
+                                 //         inputs, oldest first); conv_a then holds only the current tap (R inputs)
+    const WNMatrix* past_b;      // [L][nt] the same for the sigmoid half
 };
 
 struct WNState {
@@ -93,6 +97,8 @@ struct WNState {
     int32_t* class_ring;         // first_table: ((K-1)*d0 + 1, B) classes of layer 0, -1 = before the start
     int64_t* prev_class;         // [B] the last sample (categorical)
     float* prev_value;           // [B] the last sample (continuous)
+    float* pre;                  // blocked layers' past-tap sums for the current block, (block_l, B, G) each
+    const int64_t* pre_offset;   // [L]
     int64_t step;                // samples generated so far
     int32_t batch;
 };
@@ -380,6 +386,9 @@ static void run_thread(Run* run, int tid) {
     float* hidden = scratch((size_t)B * (sw > 0 ? sw : 1));
     float* logits = scratch((size_t)B * NO);
     float* work = scratch((size_t)NO + 64);
+    int max_block = 1;
+    for (int l = 0; l < L; ++l) max_block = m->block[l] > max_block ? m->block[l] : max_block;
+    float* xpast = scratch((size_t)max_block * B * (K - 1) * R + 1);   // a block's past inputs, column-major
     int64_t* prev_i = (int64_t*)malloc(sizeof(int64_t) * B);
     float* prev_f = (float*)malloc(sizeof(float) * B);
     float* my_skip = run->skip_part + (int64_t)tid * B * S;
@@ -445,6 +454,42 @@ static void run_thread(Run* run, int tid) {
                             for (int r = 0; r < cw; ++r) { hb[r] += row[c0 + r]; hb[cw + r] += row[H + c0 + r]; }
                         }
                     }
+                } else if (m->block[l] > 1) {
+                    // the taps before t were inputs at least d steps ago: their products for the next nb <= d steps
+                    // are one matrix product over nb*B columns, made when a block starts (weights read once per
+                    // block instead of once per step); per step only the current tap is left
+                    const int nb = m->block[l];
+                    float* pre = s->pre + s->pre_offset[l];
+                    const int KR = (K - 1) * R;
+                    if (step % nb == 0) {
+                        for (int i = 0; i < nb; ++i)
+                            for (int j = 0; j < K - 1; ++j) {
+                                const int64_t src = ((step + i - (int64_t)(K - 1 - j) * d) % P + P) % P;
+                                for (int b = 0; b < B; ++b)
+                                    memcpy(xpast + ((int64_t)i * B + b) * KR + (int64_t)j * R,
+                                           ring + (src * B + b) * R, sizeof(float) * R);
+                            }
+                        Inputs pin;
+                        pin.parts = 1; pin.ldx = KR; pin.x[0] = xpast; pin.n[0] = KR;
+                        const WNMatrix& Pa = m->past_a[(int64_t)l * nt + tid];
+                        const WNMatrix& Pb = m->past_b[(int64_t)l * nt + tid];
+                        matmul_blocks(m, Pa, 0, n_blocks(Pa), pin, nb * B, nullptr, 0, pre + c0, G);
+                        matmul_blocks(m, Pb, 0, n_blocks(Pb), pin, nb * B, nullptr, 0, pre + H + c0, G);
+                    }
+                    const float* pre_t = pre + (step % nb) * B * G;
+                    for (int b = 0; b < B; ++b) {
+                        float* hb = h + (int64_t)b * 2 * cw;
+                        const float* cb = cond + (int64_t)b * L * G + (int64_t)l * G;
+                        const float* pb = pre_t + (int64_t)b * G;
+                        for (int r = 0; r < cw; ++r) {
+                            hb[r] = cb[c0 + r] + pb[c0 + r];
+                            hb[cw + r] = cb[H + c0 + r] + pb[H + c0 + r];
+                        }
+                    }
+                    Inputs in;
+                    in.parts = 1; in.ldx = R; in.x[0] = x_now; in.n[0] = R;
+                    matmul_blocks(m, Ma, 0, n_blocks(Ma), in, B, h, 2 * cw, h, 2 * cw);
+                    matmul_blocks(m, Mb, 0, n_blocks(Mb), in, B, h + cw, 2 * cw, h + cw, 2 * cw);
                 } else {
                     Inputs in;
                     in.parts = K;
@@ -523,7 +568,7 @@ static void run_thread(Run* run, int tid) {
     if (tid == 0) {
         for (int b = 0; b < B; ++b) { s->prev_class[b] = prev_i[b]; s->prev_value[b] = prev_f[b]; }
     }
-    free(h); free(z); free(relu_skip); free(hidden); free(logits); free(work); free(prev_i); free(prev_f);
+    free(h); free(z); free(relu_skip); free(hidden); free(logits); free(work); free(prev_i); free(prev_f); free(xpast);
 }
 
 // ----------------------------------------------------------------------------------------------- upsampling
