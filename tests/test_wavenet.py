@@ -2,10 +2,11 @@ import math
 
 import pytest
 import torch
+from torch import nn
 
 from tests._models import MEL, SPEAKER, TINY, tiny_model
 from wavenet_dilated import dilation as dil
-from wavenet_dilated.wavenet import WaveNet, WaveNetConfig, load_checkpoint
+from wavenet_dilated.wavenet import ConditionUpsampler, WaveNet, WaveNetConfig, load_checkpoint
 
 
 def embedding_jacobian(model, x, mel=None, t_out=None):
@@ -205,3 +206,43 @@ def test_tiny_model_learns_a_periodic_signal(output):
     else:
         # 256 evenly spaced levels: the uniform baseline is again 8 bits/sample
         assert final < 6.0, f"{final:.2f} bits/sample after 300 steps (started at {nats_to_bits(first):.2f})"
+
+
+# --- the conditioning upsampler ---------------------------------------------------------------------------------------
+
+
+def stretched_upsample(up: ConditionUpsampler, mel: torch.Tensor) -> torch.Tensor:
+    """The upsampler's definition, at the sample rate: nearest stretch by ``s``, then the ``(1, 2s+1)`` conv."""
+    x = mel.unsqueeze(1)
+    for s, conv in zip(up.scales, up.smoothers):
+        x = conv(x.repeat_interleave(s, dim=3))
+    return x.squeeze(1)
+
+
+@pytest.mark.parametrize("scales", [(2,), (5,), (4, 4, 16), (16, 16), (1, 3)])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_upsampler_polyphase_equals_stretch_then_conv(scales, dtype):
+    torch.manual_seed(sum(scales))
+    up = ConditionUpsampler(scales).to(dtype)
+    with torch.no_grad():
+        for conv in up.smoothers:  # not a moving average any more, as after training
+            conv.weight.add_(0.3 * torch.randn_like(conv.weight))
+    mel = torch.randn(2, 3, 7, dtype=dtype, requires_grad=True)
+    y, ref = up(mel), stretched_upsample(up, mel)
+    assert y.shape == ref.shape == (2, 3, 7 * math.prod(scales))
+    tol = 1e-12 if dtype == torch.float64 else 1e-6
+    assert (y - ref).abs().max() <= tol * ref.abs().max()
+    g = torch.randn_like(ref)
+    grads = torch.autograd.grad(y, [mel, *up.parameters()], g)
+    ref_grads = torch.autograd.grad(ref, [mel, *up.parameters()], g)
+    for a, b in zip(grads, ref_grads, strict=True):
+        assert (a - b).abs().max() <= 10 * tol * b.abs().max()
+
+
+def test_upsampler_keeps_its_conv2d_parameters():
+    # checkpoints store the smoothing weights under these names, and fastgen reads the nn.Conv2d modules
+    up = ConditionUpsampler((4, 2))
+    assert [type(c) for c in up.smoothers] == [nn.Conv2d, nn.Conv2d]
+    assert {k: tuple(v.shape) for k, v in up.state_dict().items()} == {
+        "smoothers.0.weight": (1, 1, 1, 9), "smoothers.1.weight": (1, 1, 1, 5)}
+    assert torch.allclose(up(torch.ones(1, 2, 6))[..., 10:-10], torch.ones(1))  # away from the zero padding

