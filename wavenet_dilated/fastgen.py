@@ -979,7 +979,8 @@ def fast_generate(
     kind, fast = _resolve(model, backend, threads)
     if kind == "reference":
         return gen_mod.generate(model, n_samples, mel, speaker, batch_size, temperature, seed, generator, progress)
-    batch, n_samples, cond, speaker = _prepare(model, n_samples, mel, speaker, batch_size)
+    # the compiled loop conditions at frame rate (FastGenerator.project_frames): no upsampled copy of the mel
+    batch, n_samples, cond, speaker = _prepare(model, n_samples, mel, speaker, batch_size, kind == "cuda_graph")
     uniforms = UniformStream(batch, model.head.n_uniforms, _make_generator(seed, generator))
     spk = model.speaker_vector(speaker, batch)
     cond = None if cond is None else cond[:, :, :n_samples]

@@ -188,8 +188,11 @@ def _prepare(
     mel: torch.Tensor | None,
     speaker: torch.Tensor | int | None,
     batch_size: int | None,
+    upsample: bool = True,
 ) -> tuple[int, int, torch.Tensor | None, torch.Tensor | None]:
-    """Validate the request; return (batch, n_samples, upsampled cond or None, speaker ids or None)."""
+    """Validate the request; return (batch, n_samples, upsampled cond or None, speaker ids or None).
+
+    ``upsample=False`` skips the upsampling (cond is then None) for callers that condition at frame rate."""
     if model.training:
         raise ValueError("put the model in eval mode (model.eval()) before generating: dropout is on")
     c = model.config
@@ -204,7 +207,8 @@ def _prepare(
             n_samples = total
         elif n_samples > total:
             raise ValueError(f"n_samples ({n_samples}) exceeds what the mel covers ({total})")
-        cond = model.upsample(mel.to(next(model.parameters()).device))
+        if upsample:
+            cond = model.upsample(mel.to(next(model.parameters()).device))
     else:
         if mel is not None:
             raise ValueError("this model is unconditioned: it takes no mel")
