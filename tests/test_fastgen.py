@@ -382,7 +382,12 @@ def test_bench_quick_returns_every_number():
     result = bench.run_bench(presets=(config,), batches=(1, 2), seconds=0.2, quick=True, progress=False,
                              threads=(1,), growth_stacks=(1, 2), train_shape=(2, 64))
     json.dumps(result)  # JSON-serialisable
-    assert set(result) == {"machine", "settings", "presets"}
+    assert set(result) == {"machine", "settings", "presets", "targets"}
+    if HAVE_KERNEL:
+        lim = result["machine"]["limits"]
+        assert all(lim[k][1] > 0 for k in ("fma_gflops", "dram_gbps", "cache_gbps"))
+    # a custom config matches no target preset: only the cached-vs-naive row
+    assert [r["measure"] for r in result["targets"]] == ["custom-0 cached vs naive, batch 1"]
     assert {"mv_gflops", "mm_gflops"} <= set(next(iter(result["presets"].values()))["machine"])
     entry = next(iter(result["presets"].values()))
     assert {"config", "receptive_field", "parameters", "flops_per_sample", "machine", "generation", "naive_growth",
@@ -400,3 +405,26 @@ def test_bench_quick_returns_every_number():
     assert entry["training"]["length"] == 16
     table = bench.format_table(result)
     assert "samples/s" in table and "receptive field grows" in table and "training" in table
+
+
+def test_weight_bytes_per_step_and_ceilings(monkeypatch):
+    from wavenet_dilated import bench
+    from wavenet_dilated.presets import model_preset
+
+    monkeypatch.setattr(FG, "_last_level_cache", lambda: 8 << 20)
+    c = model_preset("small")  # in cache: never blocked
+    L, K, R, G_, S = 20, 3, 64, 128, 128
+    floats = K * G_ * 8 + (L - 1) * K * R * G_ + L * (G_ // 2) * S + (L - 1) * (G_ // 2) * R + S * S + S * 256
+    assert bench.weight_bytes_per_step(c, 8) == 4 * floats
+    big = model_preset("ljspeech")  # blocked at batch 1: the past taps count once per block
+    unblocked = 4 * (K * 256 + 29 * K * 128 * 256 + 30 * 128 * 128 + 29 * 128 * 128 + 128 * 128 + 128 * 256)
+    blocked = bench.weight_bytes_per_step(big, 1)
+    assert blocked < 0.7 * unblocked
+    blocks = FG.past_blocks(big.dilations, K, True, FG.PAST_BLOCK)
+    saved = sum(4 * (K - 1) * 128 * 256 * (1 - 1 / n) for n in blocks[1:] if n > 1)
+    assert blocked == pytest.approx(unblocked - saved, abs=64)
+    limits = {"fma_gflops": {1: 40.0, 2: 80.0}, "dram_gbps": {1: 10.0, 2: 16.0}, "cache_gbps": {1: 40.0, 2: 60.0}}
+    b = bench._bound(1, 8e6, 8e6, False, limits)  # 0.2 ms of FMAs, 0.8 / 0.5 ms of DRAM: two threads, memory
+    assert b["threads"] == 2 and b["samples_per_s"] == pytest.approx(2000) and "DRAM" in b["bound_by"]
+    b = bench._bound(8, 64e6, 1e6, True, limits)  # compute-bound: 0.8 ms at 80 GFLOP/s
+    assert b["samples_per_s"] == pytest.approx(10000) and "FMA" in b["bound_by"]

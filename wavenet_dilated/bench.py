@@ -17,7 +17,12 @@ For each model preset (or :class:`~wavenet_dilated.wavenet.WaveNetConfig`), :fun
   the best of them), each with the achieved GFLOP/s and the real-time factor at 22 050 Hz;
 * **naive growth**: naive vs cached samples/s as the receptive field grows with the number of stacks (1, 2, 3 …);
 * **training** samples/s for batch 2 × 8192 (forward + backward + Adam step, fp32), through ``model.loss`` and through
-  :func:`~wavenet_dilated.fasttrain.fused_loss`.
+  :func:`~wavenet_dilated.fasttrain.fused_loss`;
+* **the machine's ceilings** (:func:`machine_limits`): fp32 FMA GFLOP/s and read GB/s from DRAM and from the last-level
+  cache, per thread count, measured by code of the same kind as the compiled generation loop;
+* **targets** (:data:`TARGETS`): per target row the measured value, whether it is met, and the ceiling the machine
+  allows with what sets it: FLOPs at the FMA peak against :func:`weight_bytes_per_step` at the read bandwidth of where
+  the weights live (generation), or 3 × the forward FLOPs at the FMA peak (training).
 
 Times are wall-clock medians of several repeats; the load average before and after and the CPU time used per wall
 second are recorded beside them, because a busy machine shows up in both.
@@ -127,6 +132,69 @@ def machine_throughput(config: WaveNetConfig, repeats: int = 5, columns: int = 4
     wall, _ = _median_time(lambda: torch.mm(w, b), repeats)
     mm_gflops = 2 * kR * G_ * columns / wall / 1e9
     return {"mv_gflops": mv_gflops, "mm_gflops": mm_gflops}
+
+
+def machine_limits(quick: bool = False, threads: Sequence[int] = (1, 2)) -> dict[str, Any]:
+    """This machine's ceilings, measured by the compiled kernel library for each thread count: fp32 FMA GFLOP/s
+    (``fma_gflops``), read GB/s of a buffer far larger than the caches (``dram_gbps``, 256 MiB per thread) and of one
+    that fits in the last-level cache (``cache_gbps``, half of it in all). ``{"error": …}`` when the library cannot be
+    built here."""
+    from . import fastgen
+    from ._fastgen_kernel import KernelUnavailable, load_kernel
+
+    try:
+        lib = load_kernel()
+    except KernelUnavailable as err:
+        return {"error": str(err)}
+    llc = fastgen._last_level_cache()
+    dram = (64 if quick else 256) << 20
+    out: dict[str, Any] = {"last_level_cache_bytes": llc, "fma_gflops": {}, "dram_gbps": {}, "cache_gbps": {}}
+    for t in threads:
+        out["fma_gflops"][t] = max(lib.wn_fma_gflops(t, 20_000_000 if quick else 100_000_000) for _ in range(2))
+        out["dram_gbps"][t] = max(lib.wn_read_gbps(t, dram, 2) for _ in range(2))
+        out["cache_gbps"][t] = max(lib.wn_read_gbps(t, llc // (2 * t), 20 if quick else 100) for _ in range(2))
+    return out
+
+
+def weight_bytes_per_step(config: WaveNetConfig, batch: int) -> int:
+    """Weight bytes the fast path reads per generation step at ``batch``: the per-step matrices, plus each blocked
+    layer's past-tap matrix divided by its block length (:func:`~wavenet_dilated.fastgen.auto_block`). At batch 1
+    with the weights larger than the last-level cache, every one of these bytes comes from memory each step."""
+    from . import fastgen
+    from .distributions import make_head
+
+    c = config
+    K, R, G_, S = c.kernel_size, c.residual_channels, c.gate_channels, c.skip_channels
+    head = make_head(c.output, c.n_classes, c.n_mixtures, c.log_scale_min)
+    blocks = fastgen.past_blocks(c.dilations, K, head.quantized, fastgen.auto_block(c, batch))
+    floats = 0.0
+    for i, n in enumerate(blocks):
+        if i == 0 and head.quantized:
+            floats += K * G_ * batch  # per-class table rows
+        elif n > 1:
+            floats += R * G_ + (K - 1) * R * G_ / n
+        else:
+            floats += K * R * G_
+        floats += G_ // 2 * (S + (R if i < c.n_layers - 1 else 0))
+    floats += S * S + S * head.out_channels
+    return int(4 * floats)
+
+
+def _bound(samples_per_step: int, flops_per_step: float, bytes_per_step: float, in_cache: bool,
+           limits: dict[str, Any]) -> dict[str, Any]:
+    """The best samples/s any thread count allows: each step takes at least its FLOPs at the FMA peak and its weight
+    bytes at the read bandwidth of where they live."""
+    best: dict[str, Any] = {"samples_per_s": 0.0}
+    where = "cache" if in_cache else "dram"
+    for t, peak in limits["fma_gflops"].items():
+        compute = flops_per_step / (peak * 1e9)
+        memory = bytes_per_step / (limits[f"{where}_gbps"][t] * 1e9)
+        sps = samples_per_step / max(compute, memory)
+        if sps > best["samples_per_s"]:
+            by = (f"fp32 FMA peak, {t} thread(s)" if compute >= memory else
+                  f"{'last-level cache' if in_cache else 'DRAM'} read bandwidth, {t} thread(s)")
+            best = {"samples_per_s": sps, "bound_by": by, "threads": t, "compute_s": compute, "memory_s": memory}
+    return best
 
 
 def _machine_info() -> dict[str, Any]:
@@ -278,6 +346,65 @@ def _training(config: WaveNetConfig, batch: int, length: int, steps: int) -> dic
     return out
 
 
+# --------------------------------------------------------------------------------------------------- targets
+
+#: the performance targets this benchmark reports against: (preset, measure, batch, samples/s)
+TARGETS = (
+    ("ljspeech", "generation", 1, 4000),
+    ("ljspeech", "generation", 8, 15000),
+    ("small", "generation", 1, 22050),
+    ("ljspeech", "training", None, 11000),
+)
+
+
+def _targets(result: dict[str, Any], configs: dict[str, WaveNetConfig]) -> list[dict[str, Any]]:
+    """One row per target whose preset was measured: the measured value, whether it is met, and the ceiling this
+    machine allows (:func:`_bound`); plus the cached-vs-naive speed-up rows (reported, no target)."""
+    from . import fastgen
+
+    limits = result["machine"].get("limits", {})
+    rows = []
+    for preset, measure, batch, target in TARGETS:
+        entry = result["presets"].get(preset)
+        if entry is None:
+            continue
+        config = configs[preset]
+        flops = entry["flops_per_sample"]
+        if measure == "generation":
+            g = entry["generation"].get(f"b{batch}", {}).get("fast")
+            if g is None or "error" in g:
+                continue
+            row = {"measure": f"{preset} generation, batch {batch}", "target": target, "measured": g["samples_per_s"],
+                   "method": g.get("best_of")}
+            if "fma_gflops" in limits:
+                wb = weight_bytes_per_step(config, batch)
+                in_cache = fastgen.layer_weight_bytes(config) <= limits["last_level_cache_bytes"]
+                row["weight_bytes_per_step"] = wb
+                row["bound"] = _bound(batch, batch * (flops["total"] - flops["conditioning"]), wb, in_cache, limits)
+        else:
+            t = entry.get("training")
+            if t is None:
+                continue
+            measured = max(t["samples_per_s"], t["fused_samples_per_s"])
+            row = {"measure": f"{preset} training, {t['batch']} x {t['length']}", "target": target,
+                   "measured": measured, "method": "fused_loss" if measured == t["fused_samples_per_s"] else
+                   "model.loss"}
+            if "fma_gflops" in limits:
+                peak = max(limits["fma_gflops"].values())
+                row["bound"] = {"samples_per_s": peak * 1e9 / (3 * flops["total"]),
+                                "bound_by": f"fp32 FMA peak, {max(limits['fma_gflops'], key=limits['fma_gflops'].get)}"
+                                            " thread(s), at 3 x the forward FLOPs"}
+        row["met"] = row["measured"] >= target
+        rows.append(row)
+    for name, entry in result["presets"].items():
+        b1 = entry["generation"].get("b1", {})
+        if "cached_vs_naive" in b1:
+            rows.append({"measure": f"{name} cached vs naive, batch 1", "target": None,
+                         "measured": b1["cached_vs_naive"], "met": None,
+                         "growth": [(r["receptive_field"], r["cached_vs_naive"]) for r in entry.get("naive_growth", [])]})
+    return rows
+
+
 # --------------------------------------------------------------------------------------------------- entry points
 
 
@@ -293,6 +420,7 @@ def run_bench(
     train: bool = True,
     growth_stacks: Sequence[int] | None = None,
     train_shape: tuple[int, int] = (2, 8192),
+    limits: bool = True,
 ) -> dict[str, Any]:
     """Measure everything listed in the module docstring; return a JSON-serialisable dict (see :func:`format_table`).
 
@@ -308,6 +436,8 @@ def run_bench(
         naive / train: measure naive generation (and its growth) / training.
         growth_stacks: stack counts for the naive-growth table (default ``1 … n_stacks`` of each preset).
         train_shape: ``(batch, samples)`` of a training step.
+        limits: measure this machine's FMA peak and read bandwidths (:func:`machine_limits`) and give each target
+            row (:data:`TARGETS`) the ceiling they imply.
     """
     if torch.device(device).type != "cpu":
         raise ValueError(f"run_bench measures generation and training on the CPU; device must be 'cpu', found "
@@ -325,25 +455,31 @@ def run_bench(
         if progress:
             print(msg, file=sys.stderr, flush=True)
 
+    machine = _machine_info()
+    if limits:
+        machine["limits"] = machine_limits(quick, threads)
+        log("machine: " + ", ".join(f"{k} {v}" for k, v in machine["limits"].items() if k != "last_level_cache_bytes"))
     result: dict[str, Any] = {
-        "machine": _machine_info(),
+        "machine": machine,
         "settings": {"batches": list(batches), "seconds": seconds, "quick": quick, "repeats": repeats,
                      "threads": list(threads), "sample_rate": SAMPLE_RATE, "train_shape": list(train_shape)},
         "presets": {},
     }
+    configs: dict[str, WaveNetConfig] = {}
     for preset in presets:
         config = model_preset(preset) if isinstance(preset, str) else preset
         name = preset if isinstance(preset, str) else f"custom-{len(result['presets'])}"
+        configs[name] = config
         log(f"{name}: RF {config.receptive_field}, {config.n_layers} layers")
         torch.manual_seed(0)
         model = WaveNet(config).eval()
         flops = flops_per_sample(config)
-        limits = machine_throughput(config, repeats)
-        limits["mv_bound_samples_per_s"] = limits["mv_gflops"] * 1e9 / flops["total"]
-        limits["mm_bound_samples_per_s"] = limits["mm_gflops"] * 1e9 / flops["total"]
+        throughput = machine_throughput(config, repeats)
+        throughput["mv_bound_samples_per_s"] = throughput["mv_gflops"] * 1e9 / flops["total"]
+        throughput["mm_bound_samples_per_s"] = throughput["mm_gflops"] * 1e9 / flops["total"]
         entry: dict[str, Any] = {
             "config": dataclasses.asdict(config), "receptive_field": config.receptive_field,
-            "parameters": model.n_parameters, "flops_per_sample": flops, "machine": limits, "generation": {},
+            "parameters": model.n_parameters, "flops_per_sample": flops, "machine": throughput, "generation": {},
         }
         for b in batches:
             entry["generation"][f"b{b}"] = _generation(model, b, seconds, repeats, threads, flops["total"],
@@ -360,6 +496,7 @@ def run_bench(
             log(f"  training {entry['training']['samples_per_s']:.0f} samples/s")
         result["presets"][name] = entry
     result["machine"]["load_avg_after"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    result["targets"] = _targets(result, configs)
     return result
 
 
@@ -375,6 +512,13 @@ def format_table(result: dict[str, Any]) -> str:
     lines = [f"machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']} ({m['torch_threads']} threads); "
              f"load avg {_fmt(m['load_avg'][0] if m.get('load_avg') else None, 1)} before, "
              f"{_fmt(m['load_avg_after'][0] if m.get('load_avg_after') else None, 1)} after"]
+    lim = m.get("limits", {})
+    if "fma_gflops" in lim:
+        per = lambda key, unit: ", ".join(f"{_fmt(v, 1)} {unit} ({t} thr)" for t, v in lim[key].items())  # noqa: E731
+        lines += [f"limits: fp32 FMA {per('fma_gflops', 'GFLOP/s')}; read from DRAM {per('dram_gbps', 'GB/s')}; "
+                  f"from cache {per('cache_gbps', 'GB/s')}; last-level cache {lim['last_level_cache_bytes'] >> 20} MiB"]
+    elif "error" in lim:
+        lines.append(f"limits: unavailable ({lim['error']})")
     for name, e in result["presets"].items():
         f, lim = e["flops_per_sample"], e["machine"]
         lines += ["", f"{name}: RF {e['receptive_field']}, {e['parameters']:,} parameters, "
@@ -407,4 +551,15 @@ def format_table(result: dict[str, Any]) -> str:
                 lines.append(f"  training {t['batch']} x {t['length']} ({label}): {t[key + 'samples_per_s']:,.0f} "
                              f"samples/s ({t[key + 'step_s']:.2f} s/step, {t[key + 'gflops']:.1f} GFLOP/s, "
                              f"cpu/wall {t[key + 'cpu_per_wall']:.2f})")
+    if result.get("targets"):
+        lines += ["", "targets:", f"  {'measure':<38} {'target':>8} {'measured':>9} {'met':>4} {'ceiling':>9}  limited by"]
+        for r in result["targets"]:
+            if r["target"] is None:
+                growth = ", ".join(f"RF {rf}: {x:,.0f}x" for rf, x in r.get("growth", []))
+                lines.append(f"  {r['measure']:<38} {'':>8} {_fmt(r['measured'], 1) + 'x':>9} {'':>4} {'':>9}  "
+                             f"{growth}")
+                continue
+            b = r.get("bound", {})
+            lines.append(f"  {r['measure']:<38} {_fmt(r['target']):>8} {_fmt(r['measured']):>9} "
+                         f"{'yes' if r['met'] else 'no':>4} {_fmt(b.get('samples_per_s')):>9}  {b.get('bound_by', '-')}")
     return "\n".join(lines)

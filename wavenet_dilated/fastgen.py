@@ -397,11 +397,15 @@ def auto_block(config, batch: int) -> int:
     ``small`` (2.9 MB, in cache) batch 1: 13,300 → 11,600; ``ljspeech`` batch 8 (each weight already used 8 times per
     read): 3,186 → 2,738. Off where it does not pay: the block products then only add copies and passes.
     """
+    return PAST_BLOCK if batch == 1 and layer_weight_bytes(config) > _last_level_cache() else 1
+
+
+def layer_weight_bytes(config) -> int:
+    """fp32 bytes of all layers' conv, skip and residual weights: what one unblocked step reads."""
     c = config
     per_layer = c.kernel_size * c.residual_channels * c.gate_channels + c.gate_channels // 2 * (
         c.residual_channels + c.skip_channels)
-    weight_bytes = 4 * c.n_layers * per_layer
-    return PAST_BLOCK if batch == 1 and weight_bytes > _last_level_cache() else 1
+    return 4 * c.n_layers * per_layer
 
 
 def _ry_for_batch(batch: int) -> int:
