@@ -423,8 +423,10 @@ def test_weight_bytes_per_step_and_ceilings(monkeypatch):
     blocks = FG.past_blocks(big.dilations, K, True, FG.PAST_BLOCK)
     saved = sum(4 * (K - 1) * 128 * 256 * (1 - 1 / n) for n in blocks[1:] if n > 1)
     assert blocked == pytest.approx(unblocked - saved, abs=64)
-    limits = {"fma_gflops": {1: 40.0, 2: 80.0}, "dram_gbps": {1: 10.0, 2: 16.0}, "cache_gbps": {1: 40.0, 2: 60.0}}
-    b = bench._bound(1, 8e6, 8e6, False, limits)  # 0.2 ms of FMAs, 0.8 / 0.5 ms of DRAM: two threads, memory
-    assert b["threads"] == 2 and b["samples_per_s"] == pytest.approx(2000) and "DRAM" in b["bound_by"]
-    b = bench._bound(8, 64e6, 1e6, True, limits)  # compute-bound: 0.8 ms at 80 GFLOP/s
+    fma, gbps = {1: 40.0, 2: 80.0}, {1: 10.0, 2: 16.0}
+    b = bench._bound(1, 8e6, 8e6, fma, gbps, "reading")  # 0.2 ms of FMAs, 0.8 / 0.5 ms of reads: two threads, memory
+    assert b["threads"] == 2 and b["samples_per_s"] == pytest.approx(2000) and b["bound_by"] == "reading, 2 thread(s)"
+    b = bench._bound(8, 64e6, 1e6, fma, gbps, "reading")  # compute-bound: 0.8 ms at 80 GFLOP/s
     assert b["samples_per_s"] == pytest.approx(10000) and "FMA" in b["bound_by"]
+    if HAVE_KERNEL:
+        assert bench.stream_gbps(1 << 20, 1, quick=True) > 0

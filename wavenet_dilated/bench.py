@@ -19,10 +19,11 @@ For each model preset (or :class:`~wavenet_dilated.wavenet.WaveNetConfig`), :fun
 * **training** samples/s for batch 2 × 8192 (forward + backward + Adam step, fp32), through ``model.loss`` and through
   :func:`~wavenet_dilated.fasttrain.fused_loss`;
 * **the machine's ceilings** (:func:`machine_limits`): fp32 FMA GFLOP/s and read GB/s from DRAM and from the last-level
-  cache, per thread count, measured by code of the same kind as the compiled generation loop;
+  cache, per thread count, measured by code of the same kind as the compiled generation loop (:func:`stream_gbps`
+  measures the read rate of exactly the bytes a step reads);
 * **targets** (:data:`TARGETS`): per target row the measured value, whether it is met, and the ceiling the machine
-  allows with what sets it: FLOPs at the FMA peak against :func:`weight_bytes_per_step` at the read bandwidth of where
-  the weights live (generation), or 3 × the forward FLOPs at the FMA peak (training).
+  allows with what sets it: FLOPs at the FMA peak against :func:`weight_bytes_per_step` read at :func:`stream_gbps`
+  (generation), or 3 × the forward FLOPs at the FMA peak (training).
 
 Times are wall-clock medians of several repeats; the load average before and after and the CPU time used per wall
 second are recorded beside them, because a busy machine shows up in both.
@@ -180,20 +181,34 @@ def weight_bytes_per_step(config: WaveNetConfig, batch: int) -> int:
     return int(4 * floats)
 
 
-def _bound(samples_per_step: int, flops_per_step: float, bytes_per_step: float, in_cache: bool,
-           limits: dict[str, Any]) -> dict[str, Any]:
+def stream_gbps(n_bytes: int, threads: int, quick: bool = False) -> float:
+    """GB/s at which ``threads`` threads read ``n_bytes`` (split between them) over and over: the rate at which a
+    generation step can read its weights, whichever levels of the memory hierarchy they end up in. NaN when the
+    kernel library is unavailable."""
+    from ._fastgen_kernel import KernelUnavailable, load_kernel
+
+    try:
+        lib = load_kernel()
+    except KernelUnavailable:
+        return float("nan")
+    per_thread = max(4096, n_bytes // threads)
+    reps = max(3, int((0.1 if quick else 0.4) * 10e9 / (per_thread * threads)))
+    return max(lib.wn_read_gbps(threads, per_thread, reps) for _ in range(2 if quick else 3))
+
+
+def _bound(samples_per_step: int, flops_per_step: float, bytes_per_step: float, fma_gflops: dict[int, float],
+           read_gbps: dict[int, float], what: str) -> dict[str, Any]:
     """The best samples/s any thread count allows: each step takes at least its FLOPs at the FMA peak and its weight
-    bytes at the read bandwidth of where they live."""
+    bytes at ``read_gbps`` (per thread count)."""
     best: dict[str, Any] = {"samples_per_s": 0.0}
-    where = "cache" if in_cache else "dram"
-    for t, peak in limits["fma_gflops"].items():
+    for t, peak in fma_gflops.items():
         compute = flops_per_step / (peak * 1e9)
-        memory = bytes_per_step / (limits[f"{where}_gbps"][t] * 1e9)
+        memory = bytes_per_step / (read_gbps[t] * 1e9)
         sps = samples_per_step / max(compute, memory)
         if sps > best["samples_per_s"]:
-            by = (f"fp32 FMA peak, {t} thread(s)" if compute >= memory else
-                  f"{'last-level cache' if in_cache else 'DRAM'} read bandwidth, {t} thread(s)")
-            best = {"samples_per_s": sps, "bound_by": by, "threads": t, "compute_s": compute, "memory_s": memory}
+            by = f"fp32 FMA peak, {t} thread(s)" if compute >= memory else f"{what}, {t} thread(s)"
+            best = {"samples_per_s": sps, "bound_by": by, "threads": t, "compute_s": compute, "memory_s": memory,
+                    "read_gbps": read_gbps[t]}
     return best
 
 
@@ -357,11 +372,9 @@ TARGETS = (
 )
 
 
-def _targets(result: dict[str, Any], configs: dict[str, WaveNetConfig]) -> list[dict[str, Any]]:
+def _targets(result: dict[str, Any], configs: dict[str, WaveNetConfig], quick: bool = False) -> list[dict[str, Any]]:
     """One row per target whose preset was measured: the measured value, whether it is met, and the ceiling this
     machine allows (:func:`_bound`); plus the cached-vs-naive speed-up rows (reported, no target)."""
-    from . import fastgen
-
     limits = result["machine"].get("limits", {})
     rows = []
     for preset, measure, batch, target in TARGETS:
@@ -378,9 +391,10 @@ def _targets(result: dict[str, Any], configs: dict[str, WaveNetConfig]) -> list[
                    "method": g.get("best_of")}
             if "fma_gflops" in limits:
                 wb = weight_bytes_per_step(config, batch)
-                in_cache = fastgen.layer_weight_bytes(config) <= limits["last_level_cache_bytes"]
+                gbps = {t: stream_gbps(wb, t, quick) for t in limits["fma_gflops"]}
                 row["weight_bytes_per_step"] = wb
-                row["bound"] = _bound(batch, batch * (flops["total"] - flops["conditioning"]), wb, in_cache, limits)
+                row["bound"] = _bound(batch, batch * (flops["total"] - flops["conditioning"]), wb,
+                                      limits["fma_gflops"], gbps, f"reading {wb / 1e6:.1f} MB of weights per step")
         else:
             t = entry.get("training")
             if t is None:
@@ -496,7 +510,7 @@ def run_bench(
             log(f"  training {entry['training']['samples_per_s']:.0f} samples/s")
         result["presets"][name] = entry
     result["machine"]["load_avg_after"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
-    result["targets"] = _targets(result, configs)
+    result["targets"] = _targets(result, configs, quick)
     return result
 
 
