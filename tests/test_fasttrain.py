@@ -54,3 +54,13 @@ def test_dropout_is_applied_in_training_only():
     assert torch.equal(fused_forward(model.eval(), x, mel), fused_forward(model, x, mel))
     model.train()
     assert not torch.equal(fused_forward(model, x, mel), fused_forward(model, x, mel))
+
+
+@pytest.mark.parametrize("group_bytes", [1, 1 << 40], ids=["one-layer-per-product", "all-layers-in-one-product"])
+def test_mel_projections_grouped_or_not_give_the_same_loss(monkeypatch, group_bytes):
+    import wavenet_dilated.fasttrain as fasttrain
+
+    monkeypatch.setattr(fasttrain, "_MEL_PROJECTION_BYTES", group_bytes)
+    model = tiny_model(seed=2, **MEL, **SPEAKER).train()
+    audio, mel, spk = torch.randint(0, 256, (2, 64)), torch.randn(2, 5, 8), torch.tensor([1, 0])
+    assert torch.allclose(fused_loss(model, audio, mel, spk), model.loss(audio, mel, spk), atol=1e-5, rtol=1e-5)

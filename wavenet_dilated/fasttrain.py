@@ -5,14 +5,19 @@ oneDNN convolution for the gate pre-activation and ``slow_conv2d`` for the 1×1s
 reference machine (one Zen-1 core) against ~30 for sgemm. Here the activations are time-major ``(B, T, C)`` so that
 every layer is two plain matrix products over all ``B·T`` samples at once:
 
-* ``[x(t − (k−1)d) … x(t) | mel(t)] @ [W_conv | W_mel]ᵀ`` — the dilated conv and the mel projection in one product
-  (the taps are shifted views of the left-padded input, concatenated);
-* ``z @ [W_skip; W_res]ᵀ`` — skip and residual 1×1s in one product.
+* ``[x(t − (k−1)d) … x(t)] @ W_convᵀ`` — the dilated conv in one product (the taps are shifted views of the
+  left-padded input, concatenated), added to the layer's mel projection ``mel(t) @ W_melᵀ``; the mel projections of
+  several layers are one product over all samples (see :func:`_mel_projections`);
+* ``z @ [W_skip; W_res]ᵀ`` — skip and residual 1×1s in one product;
+* the categorical loss over ``(B·T, classes)`` rows, the class dimension contiguous (the ``(B, classes, T)`` layout
+  costs a transposed copy and a strided log-softmax).
 
 Same parameters (weight norm and dropout included), same outputs up to fp32 rounding (tested against
-:meth:`WaveNet.forward` for logits and gradients). Measured on 2 × 8192 samples of the ``ljspeech`` preset, forward +
-backward + Adam, one thread: 1006 vs 919 samples per CPU-second (+9.5 %). Dropout draws its mask in the time-major
-layout, so with ``dropout > 0`` the random masks (not their distribution) differ from :meth:`WaveNet.forward`'s.
+:meth:`WaveNet.forward` for logits and gradients). Measured on the reference machine, one thread, medians of
+interleaved runs, ``model.loss`` → ``fused_loss``: ``ljspeech`` preset at 2 × 8192 samples, forward + backward
+15.9 → 15.0 s (−6 %; −4 % with the Adam step on a busier machine); ``demo`` preset at 4 × 4096 samples (the demo
+recipe's batch) 0.81 → 0.78 s (−4 %; −2 % with Adam, busier). Dropout draws its mask in the time-major layout, so
+with ``dropout > 0`` the random masks (not their distribution) differ from :meth:`WaveNet.forward`'s.
 
 Examples:
     >>> loss = fused_loss(model, audio, mel)     # instead of model.loss(audio, mel)
@@ -26,9 +31,13 @@ import math
 import torch
 import torch.nn.functional as F
 
+from .distributions import Categorical
 from .wavenet import WaveNet
 
 __all__ = ["fused_forward", "fused_loss"]
+
+#: bytes of one group's mel projections (see :func:`_mel_projections`)
+_MEL_PROJECTION_BYTES = 32 << 20
 
 
 def fused_forward(
@@ -39,6 +48,27 @@ def fused_forward(
     cond: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """:meth:`WaveNet.forward` (same arguments and checks, logits ``(B, out, T)``) computed as matrix products."""
+    return _fused_logits(model, inputs, mel, speaker, cond).transpose(1, 2)
+
+
+def fused_loss(
+    model: WaveNet, audio: torch.Tensor, mel: torch.Tensor | None = None, speaker: torch.Tensor | None = None
+) -> torch.Tensor:
+    """:meth:`WaveNet.loss` through :func:`fused_forward`: teacher-forced mean NLL (nats) of ``audio (B, T)``."""
+    logits = _fused_logits(model, model.shift_right(audio), mel, speaker)  # (B, T, out)
+    if isinstance(model.head, Categorical):  # Categorical.loss, one row per sample (inputs checked: int64 classes)
+        return F.cross_entropy(logits.reshape(-1, logits.shape[2]).float(), audio.reshape(-1))
+    return model.head.loss(logits.transpose(1, 2), audio)
+
+
+def _fused_logits(
+    model: WaveNet,
+    inputs: torch.Tensor,
+    mel: torch.Tensor | None = None,
+    speaker: torch.Tensor | None = None,
+    cond: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """:func:`fused_forward` in the time-major layout: logits ``(B, T, out)``."""
     c = model.config
     model.check_inputs(inputs)
     B, T = inputs.shape
@@ -66,24 +96,21 @@ def fused_forward(
             x = x + model.embed.bias
     skips = None
     res_scale = math.sqrt(0.5)
-    for block in model.blocks:
+    mel_terms = _mel_projections(model, cond) if cond is not None else [None] * len(model.blocks)
+    for block, mel_term in zip(model.blocks, mel_terms):
         conv = block.conv
         k, d = conv.kernel_size, conv.dilation
         weight = conv.conv.weight.permute(0, 2, 1).reshape(conv.out_channels, -1)  # (G, k·R), taps oldest first
         xin = F.dropout(x, block.dropout, block.training)
         padded = F.pad(xin, (0, 0, conv.padding, 0))
         parts = [padded[:, j * d : j * d + T] for j in range(k)]
-        if cond is not None:
-            parts.append(cond)
-            weight = torch.cat([weight, block.cond_proj.weight[:, :, 0]], dim=1)
         taps = torch.cat(parts, dim=2) if len(parts) > 1 else parts[0]
-        bias = conv.conv.bias
+        if mel_term is None:
+            h = F.linear(taps, weight, conv.conv.bias)
+        else:  # the mel projection (conv bias included) is the product's additive term
+            h = torch.addmm(mel_term, taps.reshape(B * T, -1), weight.T).view(B, T, -1)
         if block.speaker_proj is not None:
-            spk = block.speaker_proj(g)[:, None, :, 0]  # (B, 1, G)
-            bias = spk if bias is None else bias + spk
-            h = torch.matmul(taps, weight.T) + bias
-        else:
-            h = F.linear(taps, weight, bias)
+            h = h + block.speaker_proj(g)[:, None, :, 0]  # (B, 1, G)
         a, b = h.chunk(2, dim=2)
         z = torch.tanh(a) * torch.sigmoid(b)
         if block.residual is None:
@@ -95,11 +122,26 @@ def fused_forward(
             x = (x + r) * res_scale
         skips = s if skips is None else skips + s
     hidden = F.relu(F.linear(F.relu(skips * model.skip_scale), model.out1.weight[:, :, 0], model.out1.bias))
-    return F.linear(hidden, model.out2.weight[:, :, 0], model.out2.bias).transpose(1, 2)
+    return F.linear(hidden, model.out2.weight[:, :, 0], model.out2.bias)
 
 
-def fused_loss(
-    model: WaveNet, audio: torch.Tensor, mel: torch.Tensor | None = None, speaker: torch.Tensor | None = None
-) -> torch.Tensor:
-    """:meth:`WaveNet.loss` through :func:`fused_forward`: teacher-forced mean NLL (nats) of ``audio (B, T)``."""
-    return model.head.loss(fused_forward(model, model.shift_right(audio), mel, speaker), audio)
+def _mel_projections(model: WaveNet, cond: torch.Tensor) -> list[torch.Tensor]:
+    """Each block's ``cond_proj(cond) + conv bias`` as ``(B·T, G)`` rows, from the upsampled mel ``(B, T, C_mel)``.
+
+    Consecutive layers share one product ``cond @ [W_mel; …]ᵀ`` as long as their projections take at most
+    ``_MEL_PROJECTION_BYTES``: one wide product is faster than one per layer (``demo``: −3 % of a training step), but
+    all layers at once make a buffer of ``L·G`` columns per sample (``ljspeech``, 2 × 8192: 503 MB, and as much again
+    for its gradient) whose fresh pages cost more than the product saves (+9 %).
+    """
+    B, T, _ = cond.shape
+    rows = cond.reshape(B * T, -1)
+    blocks = list(model.blocks)
+    G = model.config.gate_channels
+    per_group = max(1, _MEL_PROJECTION_BYTES // (rows.shape[0] * G * rows.element_size()))
+    out: list[torch.Tensor] = []
+    for i in range(0, len(blocks), per_group):
+        group = blocks[i : i + per_group]
+        weight = torch.cat([b.cond_proj.weight[:, :, 0] for b in group])  # (n·G, C_mel)
+        bias = torch.cat([b.conv.conv.bias for b in group]) if group[0].conv.conv.bias is not None else None
+        out += F.linear(rows, weight, bias).split(G, dim=1)
+    return out
