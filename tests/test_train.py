@@ -164,6 +164,39 @@ def test_validation_is_deterministic_and_uses_the_ema(cache, tmp_path):
     assert raw.validate() != first  # the raw weights are not the average
 
 
+def test_fused_loss_is_the_models_loss_and_is_used_on_cpu(cache, tmp_path, monkeypatch):
+    import wavenet_dilated.train as train_module
+
+    calls = []
+    real_fused_loss = train_module.fused_loss
+
+    def counting_fused_loss(*args):
+        calls.append(1)
+        return real_fused_loss(*args)
+
+    monkeypatch.setattr(train_module, "fused_loss", counting_fused_loss)
+    config = dataclasses.replace(TRAIN, max_steps=2)
+    fused = Trainer(MODEL, config, cache, tmp_path / "fused")
+    plain = Trainer(MODEL, dataclasses.replace(config, fused=False), cache, tmp_path / "plain")
+    assert fused.fused and not plain.fused
+
+    batch = next(iter(fused.train_loader(0, 1)))
+    loss = fused.net(batch["audio"], batch["mel"])
+    assert calls == [1]
+    reference = fused.model.loss(batch["audio"], batch["mel"])
+    assert torch.allclose(loss, reference, rtol=1e-6, atol=1e-6), (loss.item(), reference.item())
+    assert torch.equal(plain.net(batch["audio"], batch["mel"]), reference)  # the same initial weights
+    assert plain.validate() == pytest.approx(fused.validate(), rel=1e-6)
+    assert len(calls) == 1 + len(fused.val_set)  # validation too, one utterance at a time
+
+    calls.clear()
+    plain.fit(progress=False)
+    assert calls == []
+    fused.fit(progress=False)
+    assert len(calls) == 2 + len(fused.val_set)  # two steps, then one validation (step 2)
+    assert_same_state(weights(fused), weights(plain), atol=1e-5)
+
+
 # --- resume ---------------------------------------------------------------------------------------------------------
 
 DROPOUT = dataclasses.replace(MODEL, dropout=0.1)  # dropout draws from the RNG: resume must restore it
