@@ -160,15 +160,14 @@ def test_blocked_past_taps_are_exact(monkeypatch, kernel_size, block, output):
         (torch.cat(pieces, dim=1) - reference).abs().max() <= 1e-4
 
 
-def test_blocking_is_on_only_where_weights_stream_from_memory(monkeypatch):
+def test_block_limit_shrinks_with_the_batch():
     from wavenet_dilated.presets import model_preset
 
-    monkeypatch.setattr(FG, "_last_level_cache", lambda: 8 << 20)
-    assert FG.auto_block(model_preset("ljspeech"), 1) == FG.PAST_BLOCK  # 15.7 MB of weights
-    assert FG.auto_block(model_preset("ljspeech"), 8) == 1
-    assert FG.auto_block(model_preset("small"), 1) == 1  # 2.9 MB: in cache
-    monkeypatch.setattr(FG, "_last_level_cache", lambda: 1 << 20)
-    assert FG.auto_block(model_preset("small"), 1) == FG.PAST_BLOCK
+    c = model_preset("ljspeech")
+    assert FG.auto_block(c, 1) == FG.PAST_BLOCK
+    assert FG.auto_block(c, 64) == FG.PAST_COLUMNS // 64
+    assert FG.auto_block(c, 100_000) == 2
+    assert FG.auto_block(c, 8) * 8 <= FG.PAST_COLUMNS
 
 
 @needs_kernel
@@ -411,11 +410,12 @@ def test_weight_bytes_per_step_and_ceilings(monkeypatch):
     from wavenet_dilated import bench
     from wavenet_dilated.presets import model_preset
 
-    monkeypatch.setattr(FG, "_last_level_cache", lambda: 8 << 20)
-    c = model_preset("small")  # in cache: never blocked
+    c = model_preset("small")
     L, K, R, G_, S = 20, 3, 64, 128, 128
     floats = K * G_ * 8 + (L - 1) * K * R * G_ + L * (G_ // 2) * S + (L - 1) * (G_ // 2) * R + S * S + S * 256
+    monkeypatch.setattr(FG, "auto_block", lambda config, batch: 1)  # blocking off
     assert bench.weight_bytes_per_step(c, 8) == 4 * floats
+    monkeypatch.undo()
     big = model_preset("ljspeech")  # blocked at batch 1: the past taps count once per block
     unblocked = 4 * (K * 256 + 29 * K * 128 * 256 + 30 * 128 * 128 + 29 * 128 * 128 + 128 * 128 + 128 * 256)
     blocked = bench.weight_bytes_per_step(big, 1)

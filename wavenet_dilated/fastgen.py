@@ -17,10 +17,10 @@ Precomputed per chunk of steps (one matrix product, :data:`~wavenet_dilated.gene
     the additive term of every layer's pre-activation, ``W_mel c_t + W_spk g + b_conv`` ``(steps, B, L, G)``; for a
     model without mel it is one ``(B, L, G)`` term for all steps.
 
-Per block of steps (large models at batch 1, where every step streams the weights from memory; see
-:func:`auto_block`): a layer of dilation ``d`` reads its past taps ``x(t − d) … x(t − (K−1)d)`` at least ``d`` steps
-after they were made, so their products for the next ``n ≤ d`` steps are one ``G × (K−1)·R`` by ``(K−1)·R × n·B``
-matrix product when the block starts; the step then multiplies only the newest tap. Same sums, another order.
+Per block of steps (:func:`auto_block`): a layer of dilation ``d`` reads its past taps ``x(t − d) … x(t − (K−1)d)``
+at least ``d`` steps after they were made, so their products for the next ``n ≤ d`` steps are one ``G × (K−1)·R`` by
+``(K−1)·R × n·B`` matrix product when the block starts; the step then multiplies only the newest tap. Same sums,
+another order; two thirds of the conv weights (``K = 3``) are read once per block instead of once per step.
 
 Per sample (compiled C++, :mod:`._fastgen_kernel`, AVX2/FMA fp32, one call per chunk, no Python in the loop):
     per layer one pass over ``[W_a; W_b]`` (initialised with the additive term), the gate ``tanh(a)·σ(b)``, one pass
@@ -359,6 +359,8 @@ class _Packed:
 #: ``d`` can look ``d`` steps ahead). ljspeech, batch 1, one thread, one other core busy (samples/s): no blocking 931,
 #: 16: 1,492, 32: 1,508, 64: 1,543.
 PAST_BLOCK = 32
+#: the most columns (block × batch) of one past-tap product
+PAST_COLUMNS = 256
 #: 8-row vectors per packed block of the past-tap matrices (their products have ``block × batch`` columns)
 _PAST_RY = 2
 
@@ -389,15 +391,15 @@ def _last_level_cache() -> int:
 
 
 def auto_block(config, batch: int) -> int:
-    """Blocking of the past taps for a batch: :data:`PAST_BLOCK` when one step's weights do not fit in the last-level
-    cache and the batch is 1 (each step then streams the weights from memory; blocking reads 2/3 of the conv weights
-    once per block instead of once per step), else 1 (off).
+    """The past-tap block limit for a batch: :data:`PAST_BLOCK`, fewer for large batches (at most
+    :data:`PAST_COLUMNS` columns per block product, which bounds the ``block × B × G`` buffers), at least 2.
 
-    Measured (samples/s, one thread, blocking off → on): ``ljspeech`` (15.7 MB of weights) batch 1: 931 → 1,508;
-    ``small`` (2.9 MB, in cache) batch 1: 13,300 → 11,600; ``ljspeech`` batch 8 (each weight already used 8 times per
-    read): 3,186 → 2,738. Off where it does not pay: the block products then only add copies and passes.
+    Measured (samples/s, blocking off → on, on an idle machine unless said): ``ljspeech`` batch 1, 2 threads: 2,320 →
+    3,354; 1 thread (other core busy): 931 → 1,508; ``small`` batch 1, 2 threads: 13,690 → 14,207; 1 thread: 13,329 →
+    13,642; batch 8, 1 thread (other core busy): ``ljspeech`` 3,322 → 3,345, ``small`` 15,519 → 15,673.
     """
-    return PAST_BLOCK if batch == 1 and layer_weight_bytes(config) > _last_level_cache() else 1
+    del config  # the same rule has measured best for every preset so far
+    return max(2, min(PAST_BLOCK, PAST_COLUMNS // max(batch, 1)))
 
 
 def layer_weight_bytes(config) -> int:
@@ -544,7 +546,7 @@ class FastGenerator:
             while a core is idle and two measure faster (see :class:`_ThreadChooser`).
         block: at most this many steps' products of the past taps (all but the newest) are made at once, one matrix
             product per layer and block instead of one pass over those weights per step (``1``: off). ``None``
-            (default): :func:`auto_block`, on only where the weights stream from memory at every step.
+            (default): :func:`auto_block`.
 
     Raises:
         FastPathUnavailable: the kernel cannot be built or loaded here, or the model is not supported (see
