@@ -8,9 +8,30 @@
 
 The run directory (``--out-dir``, default ``runs/<preset>``) holds the preprocessed cache, checkpoints, TensorBoard
 events and samples; running the same command again resumes from its newest checkpoint.
+
+Run as a program, it first applies :data:`wavenet_dilated.runtime.RUNTIME_ENV` (OpenMP threads sleep instead of
+spinning while they wait; glibc keeps freed activations for the next step), keeping any of those variables already
+set. That has to happen before torch is imported, hence the block above the imports.
 """
 
+# ruff: noqa: E402  (the runtime settings must be applied before the imports below load torch)
 from __future__ import annotations
+
+if __name__ == "__main__":
+
+    def _apply_runtime_env() -> None:
+        """wavenet_dilated.runtime.apply_runtime_env(), loaded without importing the package (which imports torch)."""
+        import importlib.util
+        import os
+
+        package = importlib.util.find_spec("wavenet_dilated")  # locates the package without running its __init__
+        path = os.path.join(package.submodule_search_locations[0], "runtime.py")
+        spec = importlib.util.spec_from_file_location("wavenet_dilated_runtime", path)
+        runtime = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(runtime)
+        runtime.apply_runtime_env()
+
+    _apply_runtime_env()
 
 import argparse
 import dataclasses

@@ -96,6 +96,72 @@ def test_set_converts_from_the_field_types():
     assert p["train"].lr != 3e-4  # the presets themselves are untouched
 
 
+# --- runtime settings -----------------------------------------------------------------------------------------------
+
+#: runs the recipe as ``python -m`` does (``--help``: it stops after parsing) and reports, as JSON on stderr, what the
+#: environment held when torch was first imported and whether glibc now serves a 4 MiB block from the heap
+_PROBE = """
+import ctypes, json, os, runpy, sys
+seen = {}
+class Watch:
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" and "torch" not in seen:
+            seen["torch"] = {k: os.environ.get(k) for k in KEYS}
+sys.meta_path.insert(0, Watch())
+sys.argv = ["train_ljspeech", "--help"]
+try:
+    runpy.run_module("recipes.train_ljspeech", run_name="__main__", alter_sys=True)
+except SystemExit:
+    pass
+libc = ctypes.CDLL("libc.so.6")
+class Info(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks",
+                                                 "uordblks", "fordblks", "keepcost")]
+libc.mallinfo2.restype = Info
+libc.malloc.restype = ctypes.c_void_p
+before = libc.mallinfo2().hblks
+libc.malloc(4 << 20)
+print(json.dumps({"at_torch_import": seen["torch"], "mmapped_4mib": libc.mallinfo2().hblks - before}), file=sys.stderr)
+"""
+
+
+def _glibc() -> bool:
+    import ctypes
+
+    try:
+        return hasattr(ctypes.CDLL("libc.so.6"), "mallinfo2")
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _glibc(), reason="the malloc check needs glibc >= 2.33 (mallinfo2)")
+def test_recipe_applies_the_runtime_settings_before_torch_and_keeps_the_users():
+    import json
+
+    from wavenet_dilated.runtime import RUNTIME_ENV
+
+    probe = f"KEYS = {sorted(RUNTIME_ENV)!r}\n{_PROBE}"
+    clean = {k: v for k, v in env().items() if k not in RUNTIME_ENV}
+    for user, expected in [({}, RUNTIME_ENV), ({"OMP_WAIT_POLICY": "ACTIVE", "MALLOC_TOP_PAD_": "4096"},
+                                                {**RUNTIME_ENV, "OMP_WAIT_POLICY": "ACTIVE", "MALLOC_TOP_PAD_": "4096"})]:
+        proc = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, env={**clean, **user}, capture_output=True,
+                              text=True, timeout=120)  # fmt: skip
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        report = json.loads(proc.stderr.strip().splitlines()[-1])
+        assert report["at_torch_import"] == expected
+        assert report["mmapped_4mib"] == 0  # glibc's default would mmap it (threshold 128 KiB): mallopt took effect
+
+
+def test_importing_the_recipe_changes_no_environment():
+    from wavenet_dilated.runtime import RUNTIME_ENV
+
+    clean = {k: v for k, v in env().items() if k not in RUNTIME_ENV}
+    code = "import os, recipes.train_ljspeech; print(sorted(k for k in os.environ if k.startswith(('OMP_W', 'MALLOC'))))"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=clean, capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+    assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stderr[-3000:]
+
+
 # --- kill -9 and resume -----------------------------------------------------------------------------------------------
 
 
