@@ -12,6 +12,7 @@ import math
 import os
 import subprocess
 import sys
+import textwrap
 import types
 from pathlib import Path
 
@@ -505,6 +506,53 @@ def test_bench_real_run_bench_json_and_table(monkeypatch, capsys):
     assert "demo" in table and "samples/s" in table  # format_table's text, not JSON
     with pytest.raises(json.JSONDecodeError):
         json.loads(table)
+
+
+def test_bench_command_restarts_with_the_runtime_settings_other_uses_do_not(monkeypatch, capsys):
+    restarts = []
+    monkeypatch.setattr(cli_module, "reexec_with_runtime_env", lambda: restarts.append(sys.argv[1:]))
+    fake = types.ModuleType("wavenet_dilated.bench")
+    fake.run_bench = lambda **kwargs: {}
+    fake.format_table = lambda result: "TABLE"
+    monkeypatch.setitem(sys.modules, "wavenet_dilated.bench", fake)
+    monkeypatch.setattr(sys, "argv", ["wavenet-dilated", "bench", "--quick"])
+
+    assert cli() == 0 and restarts == []  # called from another program (here pytest): never restart it
+    monkeypatch.setattr(cli_module, "_started_as_the_command", lambda: True)
+    assert cli() == 0 and restarts == [["bench", "--quick"]]
+    assert cli(["bench", "--quick"]) == 0 and len(restarts) == 1  # an explicit argv: in-process use
+    monkeypatch.setattr(sys, "argv", ["wavenet-dilated", "rf", "--layers", "3"])
+    assert cli() == 0 and len(restarts) == 1  # only bench
+    capsys.readouterr()
+
+
+def test_restart_runs_the_same_command_line_once_with_the_settings_and_keeps_the_users(tmp_path):
+    runtime_py = Path(cli_module.__file__).with_name("runtime.py")
+    script = tmp_path / "restart.py"  # loads runtime.py alone: no torch, so the two starts take milliseconds
+    script.write_text(textwrap.dedent(f"""
+        import importlib.util, json, os, sys
+        spec = importlib.util.spec_from_file_location("runtime", {str(runtime_py)!r})
+        runtime = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(runtime)
+        print("start", sys.argv[1:], flush=True)
+        runtime.reexec_with_runtime_env()
+        print(json.dumps({{k: os.environ.get(k) for k in [*runtime.RUNTIME_ENV, runtime.REEXEC_MARKER]}}),
+              sys.flags.utf8_mode)
+    """))
+    from wavenet_dilated.runtime import REEXEC_MARKER, RUNTIME_ENV
+
+    clean = {k: v for k, v in os.environ.items() if k not in RUNTIME_ENV and k != REEXEC_MARKER}
+    proc = subprocess.run([sys.executable, "-X", "utf8", str(script), "a b", "--flag"], capture_output=True, text=True,
+                          timeout=60, env={**clean, "MALLOC_TOP_PAD_": "4096"})  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    assert lines[:2] == ["start ['a b', '--flag']"] * 2 and len(lines) == 3  # ran twice, restarted once
+    settings, utf8_mode = lines[2].rsplit(" ", 1)
+    assert json.loads(settings) == {**RUNTIME_ENV, "MALLOC_TOP_PAD_": "4096", REEXEC_MARKER: "1"}
+    assert utf8_mode == "1"  # the interpreter's options (-X utf8) survive the restart
+    everything = {**clean, **RUNTIME_ENV}
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60, env=everything)
+    assert proc.stdout.strip().splitlines()[0] == "start []" and len(proc.stdout.strip().splitlines()) == 2  # no restart
 
 
 @pytest.mark.slow

@@ -12,6 +12,18 @@ raises ``ValueError`` / ``FileNotFoundError`` / ``OSError`` for those; only :fun
 genuine bug still shows its traceback.
 
 argparse lives here and nowhere else in the package (``recipes/`` has its own).
+
+Runtime settings: started as a command (``wavenet-dilated bench`` or ``python -m wavenet_dilated bench``), ``bench``
+restarts itself once with :data:`~wavenet_dilated.runtime.RUNTIME_ENV` in its environment (the values a user set are
+kept), so that it measures under the settings the training recipe and ``benchmarks/run.py`` use. It has to restart:
+libgomp reads its wait policy when torch is imported, before any of this code runs. Measured, ``bench --quick
+--preset demo``, 3 runs each on the shared 2-core machine, without → with: the reference generator's CPU time per
+second 1.99 → 0.97 (idle OpenMP workers no longer spin); 2-thread fast generation at batch 1 32–35k → 37–63k
+samples/s (noisy); 2-thread ``model.loss`` training 27.2k → 25.1k samples/s (waking sleeping workers costs when
+the cores are idle), ``fused_loss`` 31.4k → 31.2k. The restart costs one more ``import torch`` (~3 s).
+``sample`` does not restart: vocoding 1 s of audio took the same time with the settings exported (``demo``
+0.35 vs 0.34 s, ``ljspeech`` 7.05 vs 6.85 s, medians of 5, within the noise), less than the restart would add.
+``rf`` and ``info`` hardly compute.
 """
 
 from __future__ import annotations
@@ -32,6 +44,7 @@ from typing import Any, NoReturn
 from . import __version__
 from . import dilation as dil
 from .presets import MODEL_PRESETS, model_preset
+from .runtime import reexec_with_runtime_env
 from .wavenet import WaveNet, WaveNetConfig, load_checkpoint
 
 __all__ = ["cli", "build_parser"]
@@ -261,6 +274,8 @@ def cli(argv: Sequence[str] | None = None) -> int:
         return done.code if isinstance(done.code, int) else 0
     if args.command is None:
         return _fail(f"choose a command: sample, rf, bench or info (see '{PROG} --help')")
+    if argv is None and args.command == "bench" and _started_as_the_command():
+        reexec_with_runtime_env()  # returns when the settings are already there (or this is the restarted process)
     try:
         with warnings.catch_warnings():  # restores the default display afterwards
             warnings.showwarning = _show_warning
@@ -270,6 +285,16 @@ def cli(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
+
+
+def _started_as_the_command() -> bool:
+    """Whether this process is ``wavenet-dilated …`` or ``python -m wavenet_dilated …``: then running its command line
+    again runs this command again (not so when :func:`cli` is called from another program)."""
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    if spec is not None and spec.name == f"{__package__}.__main__":
+        return True
+    return Path(getattr(main, "__file__", None) or "").stem == PROG
 
 
 def _fail(message: str) -> int:
