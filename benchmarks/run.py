@@ -4,25 +4,30 @@
     python benchmarks/run.py --quick              # a rough answer in well under a minute
     python benchmarks/run.py --preset small --json results.json
 
-The runtime settings below are applied before torch is imported (they only take effect then). They are what the
-training recipe should apply too: on a machine whose cores are shared, OpenMP threads that spin while they wait for a
-descheduled partner make every parallel op many times slower (measured: 15.3 s vs 2.6 s per training step of the
-``small`` preset at 2 × 2048 with 2 threads), and glibc's default of returning large blocks to the system after every
-step costs page faults (3-4 % of a training step).
+The runtime settings of :mod:`wavenet_dilated.runtime` (OpenMP wait policy, malloc thresholds) are applied before
+torch is imported; they only take effect then. That module is loaded by path here, because importing the package
+imports torch.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 
-RUNTIME_ENV = {
-    "OMP_WAIT_POLICY": "PASSIVE",  # idle OpenMP workers sleep instead of spinning
-    "MALLOC_MMAP_THRESHOLD_": "33554432",  # activations up to 32 MiB come from the heap and are reused ...
-    "MALLOC_TRIM_THRESHOLD_": "17179869184",  # ... and the heap is not trimmed after every step
-    "MALLOC_TOP_PAD_": "1073741824",
-}
-for _key, _value in RUNTIME_ENV.items():
-    os.environ.setdefault(_key, _value)
+
+def _apply_runtime_env():  # -> the runtime module
+    spec = importlib.util.find_spec("wavenet_dilated")  # finds the package without importing it
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit("wavenet_dilated is not installed: pip install -e .")
+    path = os.path.join(list(spec.submodule_search_locations)[0], "runtime.py")
+    runtime_spec = importlib.util.spec_from_file_location("wavenet_dilated_runtime", path)
+    runtime = importlib.util.module_from_spec(runtime_spec)
+    runtime_spec.loader.exec_module(runtime)
+    runtime.apply_runtime_env()
+    return runtime
+
+
+RUNTIME = _apply_runtime_env()
 
 import argparse  # noqa: E402
 import json  # noqa: E402
@@ -46,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
 
     result = run_bench(presets=tuple(args.preset or ("ljspeech", "small")), batches=tuple(args.batch or (1, 8)),
                        seconds=args.seconds, quick=args.quick, naive=args.naive, train=args.train)
-    result["runtime_env"] = {k: os.environ.get(k) for k in RUNTIME_ENV}
+    result["runtime_env"] = {k: os.environ.get(k) for k in RUNTIME.RUNTIME_ENV}
     if args.json == "-":
         print(json.dumps(result, indent=2))
         return 0
