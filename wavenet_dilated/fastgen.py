@@ -412,14 +412,14 @@ def layer_weight_bytes(config) -> int:
 
 def _ry_for_batch(batch: int) -> int:
     """8-row vectors per packed block for a batch: the micro-kernel keeps ``ry × columns`` accumulators in registers."""
-    # measured in the generation loop (not in isolation, where 16 × 4 blocks win): 8 × 8 is fastest for batch >= 5
+    # measured in the generation loop, batch 8, ry 1 / 2 / 4 (8 × 8, 16 × 4, 32 × 2 blocks), samples/s: ljspeech one
+    # thread 3,684 / 3,933 / 3,387, two 4,748 / 5,296; small one 14,661 / 15,792 / 15,069, two 19,013 / 21,285.
+    # Batch 1: ry 8 (64 rows); small 2 / 4 / 8: 11,741 / 14,465 / 14,711.
     if batch == 1:
         return 8
     if batch == 2:
         return 4
-    if batch <= 4:
-        return 2
-    return 1
+    return 2
 
 
 # --------------------------------------------------------------------------------------------------- state
