@@ -236,8 +236,24 @@ def test_adaptive_threads_slices_give_the_same_samples(monkeypatch, others):
     fast = FG.FastGenerator(model)
     out = fast.run(fast.init_state(2), 320, G.UniformStream(2, 1, torch.Generator().manual_seed(8)), model.upsample(mel))
     assert torch.equal(out, G.generate(model, mel=mel, seed=8))
-    tried = set(fast._chooser.cost)
+    tried = set(fast._chooser(2).cost)
     assert tried == ({1, 2} if others == 0 else {1})
+
+
+@needs_kernel
+def test_generators_share_the_folded_weights_until_the_model_changes():
+    model = tiny_model(seed=5, **MEL)
+    a, b = FG.FastGenerator(model), FG.FastGenerator(model)
+    assert a.folded is b.folded and a._packed is b._packed
+    x, mel = random_inputs(model, 2, 64), torch.randn(2, 5, 8)
+    with torch.no_grad():
+        model.blocks[1].skip.weight.mul_(3.0)  # in place: the next generator folds again
+        full = model(x, mel)
+    c = FG.FastGenerator(model)
+    assert c.folded is not a.folded
+    assert (FG.fast_logits(model, x, mel) - full).abs().max() <= 1e-5
+    model.load_state_dict(tiny_model(seed=6, **MEL).state_dict())
+    assert FG.FastGenerator(model).folded is not c.folded
 
 
 def test_thread_chooser_trusts_measurements(monkeypatch):

@@ -41,10 +41,12 @@ a non-fp32 model …) :func:`fast_generate` warns once with the reason and falls
 from __future__ import annotations
 
 import ctypes
+import itertools
 import math
 import os
 import time
 import warnings
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -535,12 +537,45 @@ class _ThreadChooser:
             self._probing = None
 
 
+@dataclass
+class _Prepared:
+    """What generators of one model share while its weights stay the same: the folded weights, their packings and
+    the thread choosers' measurements (per batch size and thread limit)."""
+
+    key: tuple
+    folded: _Folded
+    packed: dict
+    choosers: dict
+
+
+#: per model (weakly held): its :class:`_Prepared`, so that repeated :func:`fast_generate` calls (a CLI batch, a
+#: notebook loop) fold and pack the weights once (~40–75 ms for ``ljspeech``) and keep the thread measurements
+_PREPARED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _weights_key(model: WaveNet) -> tuple:
+    """Changes whenever any parameter or buffer is replaced or modified in place (``Tensor._version`` counts in-place
+    writes: optimiser steps, ``load_state_dict``, ``torch.no_grad()`` edits)."""
+    return tuple((t.data_ptr(), t._version, t.dtype, tuple(t.shape))
+                 for t in itertools.chain(model.parameters(), model.buffers()))
+
+
+def _prepared(model: WaveNet) -> _Prepared:
+    key = _weights_key(model)
+    entry = _PREPARED.get(model)
+    if entry is None or entry.key != key:
+        entry = _Prepared(key, _fold(model), {}, {})
+        _PREPARED[model] = entry
+    return entry
+
+
 class FastGenerator:
     """Compiled-loop WaveNet generation on CPU; same samples as :class:`~wavenet_dilated.generation.CachedGenerator`.
 
     Args:
         model: a :class:`~wavenet_dilated.wavenet.WaveNet` in eval mode, fp32, on CPU. The weights are folded and
-            copied at construction: build a new generator after changing the model.
+            copied at construction (shared with other generators of the same model while its weights are unchanged):
+            build a new generator after changing the model.
         threads: threads of the compiled loop; they split the gate channels and meet at a barrier once per layer.
             ``None`` (default) chooses between 1 and ``min(2, torch.get_num_threads())`` as it runs: two only
             while a core is idle and two measure faster (see :class:`_ThreadChooser`).
@@ -576,13 +611,20 @@ class FastGenerator:
             raise ValueError(f"block must be None or a positive int, found {block!r}")
         self.model, self.threads, self.block = model, threads, block
         self._max_threads = _max_threads() if threads is None else threads
-        self._chooser = _ThreadChooser(self._max_threads)
         self.config = model.config
-        self.folded = _fold(model)
+        prepared = _prepared(model)
+        self.folded = prepared.folded
+        self._packed = prepared.packed
+        self._choosers = prepared.choosers
         self._polyphase = _polyphase_plan(model)
         if self.folded.cond_weight is not None:
             self._cond_weight_t = self.folded.cond_weight.T.contiguous()  # (C_mel, L·G)
-        self._packed: dict[tuple[int, int], _Packed] = {}
+
+    def _chooser(self, batch: int) -> _ThreadChooser:
+        key = (batch, self._max_threads)
+        if key not in self._choosers:
+            self._choosers[key] = _ThreadChooser(self._max_threads)
+        return self._choosers[key]
 
     def block_for(self, batch: int) -> int:
         """The past-tap block limit used for a batch size (the ``block`` argument, or :func:`auto_block`)."""
@@ -699,7 +741,7 @@ class FastGenerator:
         B = state.batch
         for start in range(0, n, slice_):
             k = min(slice_, n - start)
-            threads = self.threads if self.threads is not None else self._chooser.pick()
+            threads = self.threads if self.threads is not None else self._chooser(B).pick()
             packed = self._pack(B, threads)
             st = state._struct()
 
@@ -715,7 +757,7 @@ class FastGenerator:
             if rc != 0:
                 raise MemoryError("the fast-generation kernel could not allocate its scratch memory or threads")
             if self.threads is None:
-                self._chooser.record(threads, (time.perf_counter() - t0) / k)
+                self._chooser(B).record(threads, (time.perf_counter() - t0) / k)
             state.step = st.step
 
     def _conditioning(self, cond: torch.Tensor | None, frames: torch.Tensor | None) -> tuple:
