@@ -181,13 +181,8 @@ def _polyphase_plan(model: WaveNet) -> list[tuple[int, np.ndarray]] | None:
                 and conv.kernel_size == (1, 2 * s + 1) and conv.padding == (0, s) and conv.stride == (1, 1)
                 and conv.dilation == (1, 1) and conv.groups == 1 and conv.padding_mode == "zeros"):
             return None
-        w = conv.weight.detach().double().reshape(-1).cpu()
-        a = np.zeros((s, 3), np.float64)
-        for p in range(s):
-            for k in range(2 * s + 1):
-                # output f·s + p reads stretched position f·s + p + k − s, i.e. frame f + (p + k − s) // s
-                a[p, (p + k - s) // s + 1] += float(w[k])
-        plan.append((s, np.ascontiguousarray(a, np.float32)))
+        a = ConditionUpsampler.polyphase_taps(conv.weight.detach().double().cpu(), s)  # the model's own map
+        plan.append((s, np.ascontiguousarray(a.numpy(), np.float32)))
     return plan
 
 
