@@ -391,9 +391,9 @@ def auto_block(config, batch: int) -> int:
     """The past-tap block limit for a batch: :data:`PAST_BLOCK`, fewer for large batches (at most
     :data:`PAST_COLUMNS` columns per block product, which bounds the ``block × B × G`` buffers), at least 2.
 
-    Measured (samples/s, blocking off → on, on an idle machine unless said): ``ljspeech`` batch 1, 2 threads: 2,320 →
-    3,354; 1 thread (other core busy): 931 → 1,508; ``small`` batch 1, 2 threads: 13,690 → 14,207; 1 thread: 13,329 →
-    13,642; batch 8, 1 thread (other core busy): ``ljspeech`` 3,322 → 3,345, ``small`` 15,519 → 15,673.
+    Measured with the final kernel on an idle machine (samples/s, medians of 3, ``block`` 1 (off) / 2 / this rule):
+    ``ljspeech`` batch 1, 2 threads: 2,545 / 3,303 / 4,410; ``small`` batch 1, 1 thread: 14,406 / 14,479 / 15,917;
+    ``ljspeech`` batch 8, 2 threads: 5,720 / 5,760 / 5,736.
     """
     del config  # the same rule has measured best for every preset so far
     return max(2, min(PAST_BLOCK, PAST_COLUMNS // max(batch, 1)))
