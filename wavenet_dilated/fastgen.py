@@ -353,8 +353,8 @@ class _Packed:
 
 
 #: the most steps whose past-tap products are made in one matrix product when blocking is on (a layer of dilation
-#: ``d`` can look ``d`` steps ahead). ljspeech, batch 1, one thread, one other core busy (samples/s): no blocking 931,
-#: 16: 1,492, 32: 1,508, 64: 1,543.
+#: ``d`` can look ``d`` steps ahead). ljspeech, batch 1, 2 threads, idle machine (samples/s, medians of 3): 16: 4,253,
+#: 32: 4,427, 64: 4,455, 128: 4,377.
 PAST_BLOCK = 32
 #: the most columns (block × batch) of one past-tap product
 PAST_COLUMNS = 256
