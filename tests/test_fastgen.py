@@ -262,10 +262,13 @@ def test_thread_chooser_trusts_measurements(monkeypatch):
     monkeypatch.setattr(FG.os, "cpu_count", lambda: 2)
     chooser = FG._ThreadChooser(2)
 
+    measured = []
+
     def run(n, cost):
         picks = []
         for _ in range(n):
             t = chooser.pick()
+            measured.append(chooser.measuring(t))
             chooser.record(t, cost[t])
             picks.append(t)
         return picks
@@ -275,6 +278,9 @@ def test_thread_chooser_trusts_measurements(monkeypatch):
     others["n"] = 0  # ... until a core is idle
     picks = run(64, {1: 2.0, 2: 1.0})  # two threads faster: kept, with an occasional probe of one
     assert picks[0] == 2 and picks.count(2) >= 58 and picks.count(1) >= 2
+    # every slice on one thread after the first measurement of two is a measurement (a short slice), none on two
+    assert all(m for t, m in zip(picks[1:], measured[5:]) if t == 1)
+    assert not any(m for t, m in zip(picks[1:], measured[5:]) if t == 2)
     others["n"] = 1  # once measured faster, another process does not stop them ...
     assert run(8, {1: 2.0, 2: 1.0}).count(2) >= 7
     others["n"] = 2  # every core busy: one thread, whatever was measured

@@ -521,6 +521,10 @@ class _ThreadChooser:
             return self._probing
         return best
 
+    def measuring(self, threads: int) -> bool:
+        """Whether the slice just picked measures ``threads`` (never measured yet, or a probe)."""
+        return threads not in self.cost or self._probing == threads
+
     def record(self, threads: int, seconds_per_step: float) -> None:
         old = self.cost.get(threads)
         probe = self._probing == threads  # a probe re-measures: its value replaces the stale one
@@ -726,17 +730,24 @@ class FastGenerator:
     # ------------------------------------------------------------------ the loop
     #: steps per kernel call when the thread count is chosen as it runs
     SLICE = 256
+    #: steps of a call that measures a thread count (:meth:`_ThreadChooser.measuring`)
+    PROBE_SLICE = 64
 
     def _call(self, state: FastState, n: int, term: torch.Tensor, stride: int, uniforms: torch.Tensor | None,
               temperature: float, forced: torch.Tensor | None, samples: torch.Tensor | None,
               logits: torch.Tensor | None) -> None:
         """Run ``n`` steps; ``term`` holds ``n`` steps (or one, ``stride`` 0), the other arrays ``n`` rows."""
         head = self.model.head
-        slice_ = n if self.threads is not None else self.SLICE
         B = state.batch
-        for start in range(0, n, slice_):
-            k = min(slice_, n - start)
-            threads = self.threads if self.threads is not None else self._chooser(B).pick()
+        start = 0
+        while start < n:
+            chooser = None if self.threads is not None else self._chooser(B)
+            threads = self.threads if chooser is None else chooser.pick()
+            # a slice that measures a thread count for the first time or re-measures the slower one is short: at the
+            # slower choice it costs little (full-length probes cost ~10 % at ljspeech batch 1)
+            size = n if chooser is None else min(self.SLICE, self.PROBE_SLICE) if chooser.measuring(threads) else \
+                self.SLICE
+            k = min(size, n - start)
             packed = self._pack(B, threads)
             st = state._struct()
 
@@ -751,9 +762,10 @@ class FastGenerator:
             )
             if rc != 0:
                 raise MemoryError("the fast-generation kernel could not allocate its scratch memory or threads")
-            if self.threads is None:
-                self._chooser(B).record(threads, (time.perf_counter() - t0) / k)
+            if chooser is not None:
+                chooser.record(threads, (time.perf_counter() - t0) / k)
             state.step = st.step
+            start += k
 
     def _conditioning(self, cond: torch.Tensor | None, frames: torch.Tensor | None) -> tuple:
         if frames is not None and self._polyphase is None:
