@@ -24,6 +24,8 @@ import numpy as np
 import soundfile as sf
 import torch
 
+from ._config import config_from_dict
+
 __all__ = [
     "SAMPLE_RATE",
     "N_FFT",
@@ -133,11 +135,7 @@ class AudioConfig:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> AudioConfig:
         """Rebuild from :meth:`to_dict`; unknown keys are a ValueError naming them."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown AudioConfig fields {unknown}; expected a subset of {sorted(known)}")
-        return cls(**d)
+        return config_from_dict(cls, d)
 
 
 # --- reading and writing --------------------------------------------------------------------------------------------

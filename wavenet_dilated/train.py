@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import dataclasses
 import logging
 import math
 import os
@@ -50,6 +49,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
 from . import distributed as dist
+from ._config import config_from_dict
 from .audio import AudioConfig, MelStats, log_mel, save_audio
 from .data import AudioDataset, Manifest, load_manifest
 from .distributions import nats_to_bits
@@ -209,11 +209,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> TrainConfig:
         """Rebuild from ``asdict(config)``; unknown keys are a ValueError naming them."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown TrainConfig fields {unknown}; expected a subset of {sorted(known)}")
-        return cls(**d)
+        return config_from_dict(cls, d)
 
 
 class NonFiniteLossError(RuntimeError):

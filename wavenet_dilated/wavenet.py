@@ -12,7 +12,6 @@ Checkpoint format (a dict saved with ``torch.save``, loaded with ``weights_only=
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import dilation as dil
+from ._config import config_from_dict
 from .distributions import Head, make_head
 from .layers import CausalConv1d, ConvState
 
@@ -145,14 +145,7 @@ class WaveNetConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> WaveNetConfig:
         """Rebuild from ``asdict(config)``; unknown keys are an error (a checkpoint from a different model)."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"unknown WaveNetConfig fields {unknown}")
-        d = dict(d)
-        if d.get("upsample_scales") is not None:
-            d["upsample_scales"] = tuple(d["upsample_scales"])
-        return cls(**d)
+        return config_from_dict(cls, d)
 
 
 class ResidualBlock(nn.Module):
