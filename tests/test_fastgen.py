@@ -254,6 +254,14 @@ def test_generators_share_the_folded_weights_until_the_model_changes():
     assert (FG.fast_logits(model, x, mel) - full).abs().max() <= 1e-5
     model.load_state_dict(tiny_model(seed=6, **MEL).state_dict())
     assert FG.FastGenerator(model).folded is not c.folded
+    # the cache holds the model weakly: nothing it keeps refers back to it
+    import gc
+    import weakref
+
+    ref = weakref.ref(model)
+    del model, a, b, c
+    gc.collect()
+    assert ref() is None
 
 
 def test_thread_chooser_trusts_measurements(monkeypatch):
