@@ -5,32 +5,18 @@
     python benchmarks/run.py --preset small --json results.json
 
 The runtime settings of :mod:`wavenet_dilated.runtime` (OpenMP wait policy, malloc thresholds) are applied before
-torch is imported; they only take effect then. That module is loaded by path here, because importing the package
-imports torch.
+torch is imported; they only take effect then. Importing the package loads no torch, so that is a plain import.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import os
+import wavenet_dilated.runtime as RUNTIME  # imports no torch (the package's __init__ is lazy)
 
-
-def _apply_runtime_env():  # -> the runtime module
-    spec = importlib.util.find_spec("wavenet_dilated")  # finds the package without importing it
-    if spec is None or not spec.submodule_search_locations:
-        raise SystemExit("wavenet_dilated is not installed: pip install -e .")
-    path = os.path.join(list(spec.submodule_search_locations)[0], "runtime.py")
-    runtime_spec = importlib.util.spec_from_file_location("wavenet_dilated_runtime", path)
-    runtime = importlib.util.module_from_spec(runtime_spec)
-    runtime_spec.loader.exec_module(runtime)
-    runtime.apply_runtime_env()
-    return runtime
-
-
-RUNTIME = _apply_runtime_env()
+RUNTIME.apply_runtime_env()
 
 import argparse  # noqa: E402
 import json  # noqa: E402
+import os  # noqa: E402
 import sys  # noqa: E402
 
 

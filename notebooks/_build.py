@@ -26,9 +26,9 @@ NB01 = [
     ("md", r"""
 # 01 · Receptive fields of dilated stacks
 
-Every number in this notebook comes from `wavenet_dilated.dilation` (pure arithmetic) and is then checked against a
-model built from `wavenet_dilated.layers` by back-propagating from one output and looking at which inputs receive a
-gradient (`wavenet_dilated.analysis`). Each key number is also an `assert`, so running the notebook is a test.
+Every number in this notebook comes from `wavenet_dilated.nn.dilation` (pure arithmetic) and is then checked against a
+model built from `wavenet_dilated.nn.layers` by back-propagating from one output and looking at which inputs receive a
+gradient (`wavenet_dilated.nn.analysis`). Each key number is also an `assert`, so running the notebook is a test.
 
 1. Standard vs dilated 3×3 stacks: the chapter's table.
 2. Parameters vs receptive field: 7 standard vs 7 dilated layers.
@@ -50,10 +50,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from wavenet_dilated import dilation as dil
-from wavenet_dilated.analysis import input_gradient, measured_extent, zero_fraction
-from wavenet_dilated.context import ContextModule
-from wavenet_dilated.layers import DilatedConv
+from wavenet_dilated.nn import dilation as dil
+from wavenet_dilated.nn.analysis import input_gradient, measured_extent, zero_fraction
+from wavenet_dilated.nn.context import ContextModule
+from wavenet_dilated.nn.layers import DilatedConv
 
 torch.set_num_threads(1)  # every model here is tiny: threads would only add overhead
 torch.manual_seed(0)
@@ -375,9 +375,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from wavenet_dilated import dilation as dil
-from wavenet_dilated.analysis import measured_extent
-from wavenet_dilated.context import ContextModule, DilatedFrontEnd
+from wavenet_dilated.nn import dilation as dil
+from wavenet_dilated.nn.analysis import measured_extent
+from wavenet_dilated.nn.context import ContextModule, DilatedFrontEnd
 
 # Two threads on an idle 2-core machine (CI). On a machine that is already busy, two OpenMP threads per process make
 # these small convolutions several times slower (we measured 6-10x with a load of 6 on 2 cores), so use one there.

@@ -38,8 +38,8 @@ import torch.nn.functional as F
 from IPython.display import display
 
 from wavenet_dilated import WaveNet, WaveNetConfig, generate, naive_generate
-from wavenet_dilated import dilation
-from wavenet_dilated.distributions import nats_to_bits
+from wavenet_dilated.nn import dilation
+from wavenet_dilated.nn.heads import nats_to_bits
 from wavenet_dilated.mulaw import mu_law_encode
 
 torch.set_num_threads(1)

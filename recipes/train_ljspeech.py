@@ -19,19 +19,9 @@ from __future__ import annotations
 
 if __name__ == "__main__":
 
-    def _apply_runtime_env() -> None:
-        """wavenet_dilated.runtime.apply_runtime_env(), loaded without importing the package (which imports torch)."""
-        import importlib.util
-        import os
+    import wavenet_dilated.runtime  # imports no torch (the package's __init__ is lazy)
 
-        package = importlib.util.find_spec("wavenet_dilated")  # locates the package without running its __init__
-        path = os.path.join(package.submodule_search_locations[0], "runtime.py")
-        spec = importlib.util.spec_from_file_location("wavenet_dilated_runtime", path)
-        runtime = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(runtime)
-        runtime.apply_runtime_env()
-
-    _apply_runtime_env()
+    wavenet_dilated.runtime.apply_runtime_env()
 
 import argparse
 import dataclasses
@@ -46,11 +36,11 @@ from typing import Any
 import torch
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from wavenet_dilated import distributed as dist
 from wavenet_dilated.audio import AudioConfig
-from wavenet_dilated.data import LJSPEECH_DIRNAME, LJSPEECH_URL, METADATA_FILE, download_ljspeech, preprocess
+from wavenet_dilated.data.dataset import LJSPEECH_DIRNAME, LJSPEECH_URL, METADATA_FILE, download_ljspeech, preprocess
 from wavenet_dilated.presets import MODEL_PRESETS
-from wavenet_dilated.train import NonFiniteLossError, TrainConfig, Trainer
+from wavenet_dilated.train import distributed as dist
+from wavenet_dilated.train.trainer import NonFiniteLossError, TrainConfig, Trainer
 from wavenet_dilated.wavenet import WaveNetConfig
 
 DEMO_CORPUS = Path(__file__).resolve().parent / "demo_corpus"

@@ -21,11 +21,11 @@ import pytest
 import soundfile as sf
 import torch
 
-from wavenet_dilated import cli as cli_module
 from wavenet_dilated.audio import AudioConfig, MelStats, log_mel, save_audio
-from wavenet_dilated.cli import build_parser, cli
-from wavenet_dilated.dilation import compare_standard_dilated
+from wavenet_dilated.cli import main as cli_module
+from wavenet_dilated.cli.main import build_parser, cli
 from wavenet_dilated.mulaw import mu_law_encode
+from wavenet_dilated.nn.dilation import compare_standard_dilated
 from wavenet_dilated.wavenet import WaveNet, WaveNetConfig
 
 RATE = 8000
@@ -229,20 +229,20 @@ def test_temperature_is_passed_through(ckpts, tmp_path, capsys):
 
 
 def test_generator_falls_back_when_fastgen_is_missing(monkeypatch):
-    from wavenet_dilated.generation import generate
+    from wavenet_dilated.generation.reference import generate
 
-    monkeypatch.setitem(sys.modules, "wavenet_dilated.fastgen", None)  # makes the import raise ImportError
+    monkeypatch.setitem(sys.modules, "wavenet_dilated.generation.fast", None)  # makes the import raise ImportError
     assert cli_module._generator() == (generate, "cached")
-    fake = types.ModuleType("wavenet_dilated.fastgen")
+    fake = types.ModuleType("wavenet_dilated.generation.fast")
     fake.fast_generate = lambda *a, **k: None
-    monkeypatch.setitem(sys.modules, "wavenet_dilated.fastgen", fake)
+    monkeypatch.setitem(sys.modules, "wavenet_dilated.generation.fast", fake)
     assert cli_module._generator() == (fake.fast_generate, "fast")
 
 
 def test_library_warnings_are_one_line(ckpts, tmp_path, capsys, monkeypatch):
     import warnings
 
-    from wavenet_dilated.generation import generate
+    from wavenet_dilated.generation.reference import generate
 
     def fallback(*args, **kwargs):
         warnings.warn("fast generation unavailable (no compiler);\n using the reference", RuntimeWarning, stacklevel=2)
@@ -527,16 +527,14 @@ def test_bench_command_restarts_with_the_runtime_settings_other_uses_do_not(monk
 
 
 def test_restart_runs_the_same_command_line_once_with_the_settings_and_keeps_the_users(tmp_path):
-    runtime_py = Path(cli_module.__file__).with_name("runtime.py")
-    script = tmp_path / "restart.py"  # loads runtime.py alone: no torch, so the two starts take milliseconds
-    script.write_text(textwrap.dedent(f"""
-        import importlib.util, json, os, sys
-        spec = importlib.util.spec_from_file_location("runtime", {str(runtime_py)!r})
-        runtime = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(runtime)
+    script = tmp_path / "restart.py"  # imports the runtime module alone: no torch, so the two starts take milliseconds
+    script.write_text(textwrap.dedent("""
+        import json, os, sys
+        import wavenet_dilated.runtime as runtime
+        assert "torch" not in sys.modules
         print("start", sys.argv[1:], flush=True)
         runtime.reexec_with_runtime_env()
-        print(json.dumps({{k: os.environ.get(k) for k in [*runtime.RUNTIME_ENV, runtime.REEXEC_MARKER]}}),
+        print(json.dumps({k: os.environ.get(k) for k in [*runtime.RUNTIME_ENV, runtime.REEXEC_MARKER]}),
               sys.flags.utf8_mode)
     """))
     from wavenet_dilated.runtime import REEXEC_MARKER, RUNTIME_ENV

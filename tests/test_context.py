@@ -5,10 +5,10 @@ from fractions import Fraction
 import pytest
 import torch
 
-from wavenet_dilated import context
-from wavenet_dilated import dilation as dil
-from wavenet_dilated.analysis import input_gradient, measured_extent, zero_fraction
-from wavenet_dilated.context import ContextModule, DilatedFrontEnd, MelContext, large_width_multipliers
+from wavenet_dilated.nn import context
+from wavenet_dilated.nn import dilation as dil
+from wavenet_dilated.nn.analysis import input_gradient, measured_extent, zero_fraction
+from wavenet_dilated.nn.context import ContextModule, DilatedFrontEnd, MelContext, large_width_multipliers
 
 DEFAULT = (1, 1, 2, 4, 8, 16, 1)
 

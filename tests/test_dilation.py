@@ -2,7 +2,7 @@ from fractions import Fraction
 
 import pytest
 
-from wavenet_dilated import dilation as dil
+from wavenet_dilated.nn import dilation as dil
 
 
 def test_wavenet_receptive_fields():

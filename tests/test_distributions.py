@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from wavenet_dilated.distributions import Categorical, DiscretizedMixtureLogistics, Gaussian, nats_to_bits
+from wavenet_dilated.nn.heads import Categorical, DiscretizedMixtureLogistics, Gaussian, nats_to_bits
 
 
 def test_categorical_loss_matches_direct_computation():

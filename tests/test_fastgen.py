@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from tests._models import MEL, SPEAKER, tiny_model
-from wavenet_dilated import fastgen as FG
-from wavenet_dilated import generation as G
+from wavenet_dilated.generation import fast as FG
+from wavenet_dilated.generation import reference as G
 from wavenet_dilated.wavenet import WaveNet, WaveNetConfig
 
 HAVE_KERNEL, WHY_NOT = FG.available()
@@ -325,8 +325,7 @@ def test_low_temperature_is_greedy():
 
 
 def test_fallback_warns_once_and_matches_reference(monkeypatch):
-    from wavenet_dilated import _fastgen_kernel as K
-
+    from wavenet_dilated.generation import kernel as K
     def broken():
         raise K.KernelUnavailable("no C++ compiler found (test)")
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from tests._models import MEL, SPEAKER, tiny_model
-from wavenet_dilated.fasttrain import fused_forward, fused_loss
+from wavenet_dilated.train.fused_loss import fused_forward, fused_loss
 
 
 def grads(model):
@@ -58,7 +58,7 @@ def test_dropout_is_applied_in_training_only():
 
 @pytest.mark.parametrize("group_bytes", [1, 1 << 40], ids=["one-layer-per-product", "all-layers-in-one-product"])
 def test_mel_projections_grouped_or_not_give_the_same_loss(monkeypatch, group_bytes):
-    import wavenet_dilated.fasttrain as fasttrain
+    import wavenet_dilated.train.fused_loss as fasttrain
 
     monkeypatch.setattr(fasttrain, "_MEL_PROJECTION_BYTES", group_bytes)
     model = tiny_model(seed=2, **MEL, **SPEAKER).train()

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from tests._models import MEL, SPEAKER, tiny_model
-from wavenet_dilated import generation as G
+from wavenet_dilated.generation import reference as G
 from wavenet_dilated.mulaw import mu_law_decode
 
 SHAPES = [

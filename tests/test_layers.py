@@ -5,9 +5,9 @@ import pytest
 import torch
 from torch import nn
 
-from wavenet_dilated import dilation as dil
-from wavenet_dilated.analysis import input_gradient, measured_extent, zero_fraction
-from wavenet_dilated.layers import CausalConv1d, DilatedConv
+from wavenet_dilated.nn import dilation as dil
+from wavenet_dilated.nn.analysis import input_gradient, measured_extent, zero_fraction
+from wavenet_dilated.nn.layers import CausalConv1d, DilatedConv
 
 
 def random_stack(rng: random.Random, n_max: int = 5):

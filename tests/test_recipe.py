@@ -14,8 +14,9 @@ import pytest
 from recipes import train_ljspeech as recipe
 from tests._corpus import write_corpus
 from wavenet_dilated.audio import AudioConfig
-from wavenet_dilated.train import TrainConfig, list_checkpoints
-from wavenet_dilated.wavenet import WaveNet, load_checkpoint
+from wavenet_dilated.checkpoint import list_checkpoints, load_checkpoint
+from wavenet_dilated.train.trainer import TrainConfig
+from wavenet_dilated.wavenet import WaveNet
 
 ROOT = Path(__file__).resolve().parents[1]
 SR = 8000

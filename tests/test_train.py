@@ -18,17 +18,16 @@ import torch
 
 from tests._corpus import write_corpus
 from wavenet_dilated.audio import AudioConfig
-from wavenet_dilated.data import preprocess
-from wavenet_dilated.train import (
-    BEST_CHECKPOINT,
+from wavenet_dilated.checkpoint import BEST_CHECKPOINT, list_checkpoints, load_checkpoint
+from wavenet_dilated.data.dataset import preprocess
+from wavenet_dilated.train.trainer import (
     NonFiniteLossError,
     StepBatchSampler,
     TrainConfig,
     Trainer,
-    list_checkpoints,
     lr_factor,
 )
-from wavenet_dilated.wavenet import WaveNet, WaveNetConfig, load_checkpoint
+from wavenet_dilated.wavenet import WaveNet, WaveNetConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 SR = 8000
@@ -165,7 +164,7 @@ def test_validation_is_deterministic_and_uses_the_ema(cache, tmp_path):
 
 
 def test_fused_loss_is_the_models_loss_and_is_used_on_cpu(cache, tmp_path, monkeypatch):
-    import wavenet_dilated.train as train_module
+    import wavenet_dilated.train.trainer as train_module
 
     calls = []
     real_fused_loss = train_module.fused_loss

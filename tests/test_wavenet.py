@@ -5,8 +5,9 @@ import torch
 from torch import nn
 
 from tests._models import MEL, SPEAKER, TINY, tiny_model
-from wavenet_dilated import dilation as dil
-from wavenet_dilated.wavenet import ConditionUpsampler, WaveNet, WaveNetConfig, load_checkpoint
+from wavenet_dilated.checkpoint import load_checkpoint
+from wavenet_dilated.nn import dilation as dil
+from wavenet_dilated.wavenet import ConditionUpsampler, WaveNet, WaveNetConfig
 
 
 def embedding_jacobian(model, x, mel=None, t_out=None):
@@ -176,8 +177,8 @@ def test_skip_scale_and_parameter_count():
 
 @pytest.mark.parametrize("output", ["categorical", "mol"])
 def test_tiny_model_learns_a_periodic_signal(output):
-    from wavenet_dilated.distributions import nats_to_bits
     from wavenet_dilated.mulaw import mu_law_encode
+    from wavenet_dilated.nn.heads import nats_to_bits
 
     torch.manual_seed(0)
     model = WaveNet(WaveNetConfig(**{**TINY, "output": output, "n_mixtures": 3, "n_classes": 256}))

@@ -1,32 +1,71 @@
 """wavenet_dilated: WaveNet-style audio generation on an exact dilated-convolution core.
 
-Importing the package does nothing but define names: no argv, no environment, no files.
+Importing the package does nothing but define names: no argv, no environment, no files, and no torch. The public names
+below are loaded on first use (PEP 562), so ``import wavenet_dilated.runtime`` can set up the process before torch is
+imported, and ``wavenet-dilated --help`` starts in milliseconds.
+
+Where things live (one concern per place; see the README's "Architecture" section):
+
+- ``nn/``: the dilation arithmetic (:mod:`wavenet_dilated.nn.dilation`), causal and dilated convolutions, the context
+  module, output heads;
+- ``wavenet.py``, ``config.py``, ``checkpoint.py``, ``presets.py``: the model, its config and its checkpoint format;
+- ``generation/``: the reference generators and the fast paths;
+- ``data/``, ``train/``, ``cli/``: corpora and caches, the trainer, the command line.
 """
 
-from .context import ContextModule, DilatedFrontEnd, MelContext
-from .dilation import coverage, exponential_dilations, hdc_check, receptive_field, receptive_fields
-from .generation import CachedGenerator, generate, naive_generate, stream_generate, to_waveform
-from .layers import CausalConv1d, ConvState, DilatedConv
-from .mulaw import mu_law_decode, mu_law_encode
-from .presets import MODEL_PRESETS, model_preset
-from .wavenet import ResidualBlock, WaveNet, WaveNetConfig
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
+# public name -> the module that defines it
+_EXPORTS: dict[str, str] = {
+    "MODEL_PRESETS": "presets",
+    "model_preset": "presets",
+    "WaveNet": "wavenet",
+    "WaveNetConfig": "wavenet",
+    "ResidualBlock": "wavenet",
+    "CausalConv1d": "nn.layers",
+    "ConvState": "nn.layers",
+    "DilatedConv": "nn.layers",
+    "ContextModule": "nn.context",
+    "DilatedFrontEnd": "nn.context",
+    "MelContext": "nn.context",
+    "coverage": "nn.dilation",
+    "exponential_dilations": "nn.dilation",
+    "hdc_check": "nn.dilation",
+    "receptive_field": "nn.dilation",
+    "receptive_fields": "nn.dilation",
+    "mu_law_decode": "mulaw",
+    "mu_law_encode": "mulaw",
+    "CachedGenerator": "generation.reference",
+    "generate": "generation.reference",
+    "naive_generate": "generation.reference",
+    "stream_generate": "generation.reference",
+    "to_waveform": "generation.reference",
+    "fast_generate": "generation.fast",
+}
+# public submodule aliases kept at the top level (``from wavenet_dilated import dilation``)
+_MODULES: dict[str, str] = {"dilation": "nn.dilation"}
+
 __all__ = [
-    "MODEL_PRESETS",
     "CachedGenerator",
     "CausalConv1d",
     "ContextModule",
     "ConvState",
-    "DilatedFrontEnd",
-    "MelContext",
     "DilatedConv",
+    "DilatedFrontEnd",
+    "MODEL_PRESETS",
+    "MelContext",
     "ResidualBlock",
     "WaveNet",
     "WaveNetConfig",
     "coverage",
+    "dilation",
     "exponential_dilations",
+    "fast_generate",
     "generate",
     "hdc_check",
     "model_preset",
@@ -38,3 +77,30 @@ __all__ = [
     "stream_generate",
     "to_waveform",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    elif name in _MODULES:
+        value = importlib.import_module(f".{_MODULES[name]}", __name__)
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+if TYPE_CHECKING:  # what static checkers and IDEs see
+    from .generation.fast import fast_generate
+    from .generation.reference import CachedGenerator, generate, naive_generate, stream_generate, to_waveform
+    from .mulaw import mu_law_decode, mu_law_encode
+    from .nn import dilation
+    from .nn.context import ContextModule, DilatedFrontEnd, MelContext
+    from .nn.dilation import coverage, exponential_dilations, hdc_check, receptive_field, receptive_fields
+    from .nn.layers import CausalConv1d, ConvState, DilatedConv
+    from .presets import MODEL_PRESETS, model_preset
+    from .wavenet import ResidualBlock, WaveNet, WaveNetConfig

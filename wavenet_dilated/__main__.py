@@ -2,7 +2,7 @@
 
 import sys
 
-from .cli import cli
+from .cli.main import cli
 
 if __name__ == "__main__":
     sys.exit(cli())

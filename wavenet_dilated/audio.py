@@ -24,7 +24,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from ._config import config_from_dict
+from .config import config_from_dict
 
 __all__ = [
     "SAMPLE_RATE",

@@ -47,7 +47,7 @@ from typing import Any
 
 import torch
 
-from . import generation as G
+from .generation import reference as G
 from .presets import model_preset
 from .wavenet import WaveNet, WaveNetConfig
 
@@ -67,7 +67,7 @@ def flops_per_sample(config: WaveNetConfig) -> dict[str, int]:
     2·(S·S + S·n_out)``; ``total = L·per_layer + conditioning + output``. Biases, the gate's nonlinearities and the
     sampling are O(G) and O(n_out) and not counted.
     """
-    from .distributions import make_head
+    from .nn.heads import make_head
 
     c = config
     k, R, G_, S, L = c.kernel_size, c.residual_channels, c.gate_channels, c.skip_channels, c.n_layers
@@ -140,8 +140,8 @@ def machine_limits(quick: bool = False, threads: Sequence[int] = (1, 2)) -> dict
     (``fma_gflops``), read GB/s of a buffer far larger than the caches (``dram_gbps``, 256 MiB per thread) and of one
     that fits in the last-level cache (``cache_gbps``, half of it in all). ``{"error": …}`` when the library cannot be
     built here."""
-    from . import fastgen
-    from ._fastgen_kernel import KernelUnavailable, load_kernel
+    from .generation import fast as fastgen
+    from .generation.kernel import KernelUnavailable, load_kernel
 
     try:
         lib = load_kernel()
@@ -161,8 +161,8 @@ def weight_bytes_per_step(config: WaveNetConfig, batch: int) -> int:
     """Weight bytes the fast path reads per generation step at ``batch``: the per-step matrices, plus each blocked
     layer's past-tap matrix divided by its block length (:func:`~wavenet_dilated.fastgen.auto_block`). At batch 1
     with the weights larger than the last-level cache, every one of these bytes comes from memory each step."""
-    from . import fastgen
-    from .distributions import make_head
+    from .generation import fast as fastgen
+    from .nn.heads import make_head
 
     c = config
     K, R, G_, S = c.kernel_size, c.residual_channels, c.gate_channels, c.skip_channels
@@ -185,7 +185,7 @@ def stream_gbps(n_bytes: int, threads: int, quick: bool = False) -> float:
     """GB/s at which ``threads`` threads read ``n_bytes`` (split between them) over and over: the rate at which a
     generation step can read its weights, whichever levels of the memory hierarchy they end up in. NaN when the
     kernel library is unavailable."""
-    from ._fastgen_kernel import KernelUnavailable, load_kernel
+    from .generation.kernel import KernelUnavailable, load_kernel
 
     try:
         lib = load_kernel()
@@ -263,7 +263,7 @@ def _naive_step_time(model: WaveNet, batch: int, repeats: int) -> tuple[float, f
 
 def _generation(model: WaveNet, batch: int, seconds: float, repeats: int, threads: Sequence[int], flops: int,
                 naive: bool, log: Callable[[str], None]) -> dict[str, Any]:
-    from . import fastgen
+    from .generation import fast as fastgen
 
     out: dict[str, Any] = {}
     if naive:
@@ -336,7 +336,7 @@ def _naive_growth(config: WaveNetConfig, stacks: Sequence[int], seconds: float, 
 def _training(config: WaveNetConfig, batch: int, length: int, steps: int) -> dict[str, Any]:
     """Samples/s of forward + backward + Adam steps through ``model.loss`` and through
     :func:`~wavenet_dilated.fasttrain.fused_loss` (the same function as matrix products)."""
-    from .fasttrain import fused_loss
+    from .train.fused_loss import fused_loss
 
     torch.manual_seed(0)
     model = WaveNet(config).train()

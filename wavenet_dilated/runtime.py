@@ -9,12 +9,9 @@ environment variables that the C runtime reads when it starts, not when Python l
   never changes the running process (measured with ``mallinfo2``: a 4 MiB block is still ``mmap``-ed). What they
   set can still be changed at run time with ``mallopt``, which :func:`apply_runtime_env` does.
 
-Why (``benchmarks/run.py`` has the measurements): on cores shared with other work, OpenMP threads that spin while
-they wait for a descheduled partner make every parallel op many times slower (15.3 s vs 2.6 s per training step of
-the ``small`` preset at 2 × 2048 with 2 threads), and glibc's default of handing large blocks back to the system after
-every step costs page faults (``demo`` training step with ``fused_loss`` at 4 × 4096, one thread, medians: 800 → 740
-ms with the settings exported on a busy machine, 759 → 745 ms on a quiet one, the same 745 ms with
-:func:`apply_runtime_env` in the process).
+Why: on cores shared with other work, OpenMP threads that spin while they wait for a descheduled partner make
+every parallel op several times slower, and glibc's default of handing large blocks back to the system after every
+step costs page faults. The measurements are in ``benchmarks/README.md``.
 
 Two ways to apply them, both keeping values the user already set (``setdefault``):
 
@@ -22,17 +19,13 @@ Two ways to apply them, both keeping values the user already set (``setdefault``
   top of ``recipes/train_ljspeech.py``).
 * :func:`reexec_with_runtime_env` — replace the process by the same command line started with the settings in its
   environment, exactly as if they had been exported in the shell; for programs that have already imported torch
-  (``wavenet-dilated bench``). It costs one more interpreter start and ``import torch`` (~3 s on the reference
-  machine).
+  (``wavenet-dilated bench``). It costs one more interpreter start and ``import torch`` (a few seconds).
 
-Loading this module without importing the package (whose ``__init__`` imports torch)::
+The package's ``__init__`` imports nothing, so ``import wavenet_dilated.runtime`` loads no torch::
 
-    spec = importlib.util.find_spec("wavenet_dilated")          # finds the package, does not import it
-    path = os.path.join(spec.submodule_search_locations[0], "runtime.py")
-    spec = importlib.util.spec_from_file_location("wavenet_dilated_runtime", path)
-    runtime = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(runtime)
-    runtime.apply_runtime_env()
+    import wavenet_dilated.runtime
+
+    wavenet_dilated.runtime.apply_runtime_env()   # before `import torch`
 """
 
 from __future__ import annotations

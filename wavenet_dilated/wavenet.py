@@ -4,10 +4,8 @@ Teacher forcing: ``forward(inputs)`` with ``inputs[t] = x[t − 1]`` (``shift_ri
 predict ``x[t]``; the conditioning at ``t`` is the mel upsampled to sample ``t``. Generation (``generation.py``) feeds
 the same network one sample at a time through each layer's ring buffer.
 
-Checkpoint format (a dict saved with ``torch.save``, loaded with ``weights_only=True``)::
-
-    {"format": "wavenet_dilated", "version": 1, "config": asdict(WaveNetConfig), "model": state_dict,
-     "ema": state_dict (optional), ...anything the trainer adds: "audio_config", "mel_stats", "step", ...}
+The checkpoint format is :mod:`wavenet_dilated.checkpoint`'s; :meth:`WaveNet.save` and :meth:`WaveNet.from_checkpoint`
+go through it.
 """
 
 from __future__ import annotations
@@ -21,23 +19,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import dilation as dil
-from ._config import config_from_dict
-from .distributions import Head, make_head
-from .layers import CausalConv1d, ConvState
+from .config import config_from_dict
+from .nn import dilation as dil
+from .nn.heads import Head, make_head
+from .nn.layers import CausalConv1d, ConvState
 
 __all__ = [
-    "CHECKPOINT_FORMAT",
     "WaveNetConfig",
     "ResidualBlock",
     "ConditionUpsampler",
     "WaveNet",
-    "load_checkpoint",
-    "save_checkpoint",
 ]
 
-CHECKPOINT_FORMAT = "wavenet_dilated"
-CHECKPOINT_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -325,7 +318,7 @@ class WaveNet(nn.Module):
             self.embed = nn.Conv1d(1, c.residual_channels, 1)
         self.mel_context: nn.Module | None = None
         if c.mel_context is not None:
-            from .context import MelContext
+            from .nn.context import MelContext
 
             self.mel_context = MelContext(c.cond_channels, dims=1 if c.mel_context == "1d" else 2,
                                           hidden_channels=c.mel_context_channels)
@@ -485,6 +478,8 @@ class WaveNet(nn.Module):
 
     def save(self, path: str | Path, **extra: Any) -> None:
         """Write a checkpoint holding the config and weights (atomically) plus ``extra`` entries."""
+        from .checkpoint import save_checkpoint
+
         save_checkpoint(path, {"config": asdict(self.config), "model": self.state_dict(), **extra})
 
     @classmethod
@@ -492,8 +487,10 @@ class WaveNet(nn.Module):
         cls, path: str | Path, use_ema: bool = True, map_location: str | torch.device = "cpu"
     ) -> WaveNet:
         """Rebuild a model from a checkpoint written by :meth:`save` or the trainer; EMA weights when present."""
+        from .checkpoint import load_checkpoint, read_config
+
         ckpt = load_checkpoint(path, map_location)
-        model = cls(WaveNetConfig.from_dict(ckpt["config"]))
+        model = cls(read_config(ckpt, path))
         state = ckpt["ema"] if use_ema and ckpt.get("ema") is not None else ckpt["model"]
         try:
             model.load_state_dict(state)
@@ -502,51 +499,3 @@ class WaveNet(nn.Module):
             raise ValueError(f"{path}: the weights do not match the stored config ({first})") from err
         model.eval()
         return model
-
-
-def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
-    """Atomically write a checkpoint: a temp file in the same directory, fsync, then rename over ``path``."""
-    import os
-    import tempfile
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, **payload}
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    try:  # make the rename itself durable
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:
-        pass
-
-
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load and validate a checkpoint with ``weights_only=True``; ``ValueError`` if it is corrupt or not ours."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # torch raises several types for truncated or foreign files
-        raise ValueError(f"{path}: not a readable checkpoint (corrupt or truncated?): {type(err).__name__}") from err
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path}: not a wavenet_dilated checkpoint (no format marker)")
-    if ckpt.get("version", 0) > CHECKPOINT_VERSION:
-        raise ValueError(f"{path}: checkpoint version {ckpt['version']} is newer than this package supports "
-                         f"({CHECKPOINT_VERSION})")
-    for key in ("config", "model"):
-        if key not in ckpt:
-            raise ValueError(f"{path}: checkpoint has no {key!r} entry")
-    return ckpt

@@ -31,8 +31,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .distributions import Categorical
-from .wavenet import WaveNet
+from ..nn.heads import Categorical
+from ..wavenet import WaveNet
 
 __all__ = ["fused_forward", "fused_loss"]
 

@@ -19,9 +19,10 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from .layers import ConvState
-from .mulaw import mu_law_decode
-from .wavenet import WaveNet
+from ..config import check_eval_mode, check_temperature
+from ..mulaw import mu_law_decode
+from ..nn.layers import ConvState
+from ..wavenet import WaveNet
 
 __all__ = [
     "UniformStream",
@@ -77,10 +78,6 @@ def _make_generator(seed: int | None, generator: torch.Generator | None) -> torc
     return g
 
 
-def _check_temperature(temperature: float) -> None:
-    if not temperature > 0:
-        raise ValueError(f"temperature must be > 0, found {temperature!r}")
-
 
 @dataclass
 class GenerationState:
@@ -110,8 +107,7 @@ class CachedGenerator:
     """
 
     def __init__(self, model: WaveNet) -> None:
-        if model.training:
-            raise ValueError("put the model in eval mode (model.eval()) before generating: dropout is on")
+        check_eval_mode(model)
         self.model = model
         blocks = model.blocks
         self.conditioned = model.config.cond_channels is not None or model.config.n_speakers is not None
@@ -193,8 +189,7 @@ def _prepare(
     """Validate the request; return (batch, n_samples, upsampled cond or None, speaker ids or None).
 
     ``upsample=False`` skips the upsampling (cond is then None) for callers that condition at frame rate."""
-    if model.training:
-        raise ValueError("put the model in eval mode (model.eval()) before generating: dropout is on")
+    check_eval_mode(model)
     c = model.config
     cond = None
     if c.cond_channels is not None:
@@ -253,7 +248,7 @@ def generate(
     Returns:
         ``(B, n_samples)``: int64 μ-law classes (categorical) or floats in [−1, 1]; see :func:`to_waveform`.
     """
-    _check_temperature(temperature)
+    check_temperature(temperature)
     batch, n_samples, cond, speaker = _prepare(model, n_samples, mel, speaker, batch_size)
     gen = CachedGenerator(model)
     state = gen.init_state(batch)
@@ -284,7 +279,7 @@ def naive_generate(
 
     Same arguments and same samples for the same seed as :func:`generate`, at O(RF) cost per sample.
     """
-    _check_temperature(temperature)
+    check_temperature(temperature)
     batch, n_samples, cond, speaker = _prepare(model, n_samples, mel, speaker, batch_size)
     head = model.head
     uniforms = UniformStream(batch, head.n_uniforms, _make_generator(seed, generator))
@@ -316,7 +311,7 @@ def stream_generate(
     (:attr:`WaveNet.mel_context_frames` frames past its own). Concatenating the yielded chunks gives the same samples
     as :func:`generate` on the whole mel with the same seed.
     """
-    _check_temperature(temperature)
+    check_temperature(temperature)
     if model.config.cond_channels is None:
         raise ValueError("stream_generate vocodes a mel: this model is unconditioned (use generate)")
     hop, margin = model.config.hop_length, model.mel_context_frames

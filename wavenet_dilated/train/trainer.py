@@ -33,7 +33,6 @@ import logging
 import math
 import os
 import random
-import re
 import signal
 import threading
 import time
@@ -48,15 +47,24 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
+from ..audio import AudioConfig, MelStats, log_mel, save_audio
+from ..checkpoint import (
+    BEST_CHECKPOINT,
+    CHECKPOINT_DIR,
+    checkpoint_name,
+    find_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    save_checkpoint,
+)
+from ..config import config_from_dict
+from ..data.dataset import AudioDataset, Manifest, load_manifest
+from ..generation.fast import fast_generate
+from ..generation.reference import to_waveform
+from ..nn.heads import nats_to_bits
+from ..wavenet import WaveNet, WaveNetConfig
 from . import distributed as dist
-from ._config import config_from_dict
-from .audio import AudioConfig, MelStats, log_mel, save_audio
-from .data import AudioDataset, Manifest, load_manifest
-from .distributions import nats_to_bits
-from .fastgen import fast_generate
-from .fasttrain import fused_loss
-from .generation import to_waveform
-from .wavenet import WaveNet, WaveNetConfig, load_checkpoint, save_checkpoint
+from .fused_loss import fused_loss
 
 __all__ = [
     "TrainConfig",
@@ -66,17 +74,10 @@ __all__ = [
     "ModelEMA",
     "StepBatchSampler",
     "lr_factor",
-    "list_checkpoints",
-    "find_checkpoint",
-    "CHECKPOINT_DIR",
-    "BEST_CHECKPOINT",
 ]
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINT_DIR = "checkpoints"
-BEST_CHECKPOINT = "best.pt"
-_CKPT_RE = re.compile(r"^ckpt_(\d+)\.pt$")
 
 
 @dataclass(frozen=True)
@@ -424,36 +425,6 @@ def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)  # noqa: NPY002
     torch.manual_seed(seed)
-
-
-# --- checkpoint files ---------------------------------------------------------------------------------------------
-
-
-def list_checkpoints(directory: str | os.PathLike[str]) -> list[tuple[int, Path]]:
-    """``(step, path)`` of every ``ckpt_<step>.pt`` in ``directory``, oldest first (``[]`` if there is none)."""
-    directory = Path(directory)
-    if not directory.is_dir():
-        return []
-    found = []
-    for path in directory.iterdir():
-        m = _CKPT_RE.match(path.name)
-        if m and path.is_file():
-            found.append((int(m.group(1)), path))
-    return sorted(found)
-
-
-def find_checkpoint(directory: str | os.PathLike[str]) -> tuple[Path, dict[str, Any]] | None:
-    """The newest checkpoint in ``directory`` that loads, with its contents; ``None`` when there is none.
-
-    A checkpoint that does not load (truncated, corrupt: :func:`~wavenet_dilated.wavenet.load_checkpoint` raises
-    ``ValueError``) is skipped with a warning naming it, and the one before it is tried.
-    """
-    for step, path in reversed(list_checkpoints(directory)):
-        try:
-            return path, load_checkpoint(path, map_location="cpu")
-        except ValueError as err:
-            logger.warning("skipping checkpoint %s (step %d): %s; trying the previous one", path, step, err)
-    return None
 
 
 def _finite_state(model: nn.Module) -> bool:
@@ -861,7 +832,7 @@ class Trainer:
 
         Collective: call on every process; rank 0 writes, the others wait. Never writes non-finite weights.
         """
-        path = self.checkpoint_dir / f"ckpt_{self.step:08d}.pt"
+        path = self.checkpoint_dir / checkpoint_name(self.step)
         payload = self.state_dict()
         dist.barrier()
         if dist.is_main():

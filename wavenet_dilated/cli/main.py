@@ -41,11 +41,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
-from . import __version__
-from . import dilation as dil
-from .presets import MODEL_PRESETS, model_preset
-from .runtime import reexec_with_runtime_env
-from .wavenet import WaveNet, WaveNetConfig, load_checkpoint
+from .. import __version__
+from ..checkpoint import describe, load_checkpoint, read_audio_config, read_config, read_mel_stats, sample_rate
+from ..nn import dilation as dil
+from ..presets import MODEL_PRESETS, model_preset
+from ..runtime import reexec_with_runtime_env
+from ..wavenet import WaveNet, WaveNetConfig
 
 __all__ = ["cli", "build_parser"]
 
@@ -327,21 +328,6 @@ def _device(name: str | None) -> str:
     return name
 
 
-def _sample_rate(ckpt: dict[str, Any]) -> int | None:
-    """The checkpoint's sample rate, or ``None`` when it stores no audio_config."""
-    audio = ckpt.get("audio_config")
-    if not isinstance(audio, dict) or "sample_rate" not in audio:
-        return None
-    return int(audio["sample_rate"])
-
-
-def _config(ckpt: dict[str, Any], path: Path) -> WaveNetConfig:
-    try:
-        return WaveNetConfig.from_dict(ckpt["config"])
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"{path}: the stored model config is invalid: {err}") from err
-
-
 def _ms(samples: int, rate: int) -> str:
     return f"{samples / rate * 1000:.2f} ms"
 
@@ -396,42 +382,14 @@ def _check_writable(path: Path) -> None:
         raise ValueError(f"cannot write {str(path)!r}: the existing file is read-only")
 
 
-def _audio_config(ckpt: dict[str, Any], path: Path):  # -> AudioConfig | None
-    from .audio import AudioConfig
-
-    d = ckpt.get("audio_config")
-    if d is None:
-        return None
-    try:
-        return AudioConfig.from_dict(d)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"{path}: the stored audio_config is invalid: {err}") from err
-
-
-def _mel_stats(ckpt: dict[str, Any], path: Path, n_mels: int, why: str):  # -> MelStats
-    from .audio import MelStats
-
-    d = ckpt.get("mel_stats")
-    if d is None:
-        raise ValueError(f"{path}: the checkpoint stores no mel_stats, which {why} needs to normalise the mel; pass an "
-                         "already normalised --mel FILE.npy instead")
-    try:
-        stats = MelStats.from_dict(d)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"{path}: the stored mel_stats are invalid: {err}") from err
-    if stats.n_mels != n_mels:
-        raise ValueError(f"{path}: mel_stats have {stats.n_mels} bins but the model takes {n_mels}")
-    return stats
-
-
 def _mel_from_wav(args: argparse.Namespace, ckpt: dict[str, Any], config: WaveNetConfig):  # -> torch.Tensor
     """``--mel-from``: recording → normalised log-mel ``(n_mels, frames)`` exactly as training computed it."""
     import numpy as np
     import torch
 
-    from .audio import load_audio, log_mel, peak_normalize
+    from ..audio import load_audio, log_mel, peak_normalize
 
-    audio_config = _audio_config(ckpt, args.checkpoint)
+    audio_config = read_audio_config(ckpt, args.checkpoint)
     if audio_config is None:
         raise ValueError(f"{args.checkpoint}: the checkpoint stores no audio_config, so --mel-from cannot compute the "
                          "mel the model expects; pass a normalised --mel FILE.npy instead")
@@ -439,7 +397,7 @@ def _mel_from_wav(args: argparse.Namespace, ckpt: dict[str, Any], config: WaveNe
         raise ValueError(f"{args.checkpoint}: audio_config (n_mels={audio_config.n_mels}, hop_length="
                          f"{audio_config.hop_length}) disagrees with the model (cond_channels={config.cond_channels}, "
                          f"hop_length={config.hop_length})")
-    stats = _mel_stats(ckpt, args.checkpoint, config.cond_channels, "--mel-from")
+    stats = read_mel_stats(ckpt, args.checkpoint, config.cond_channels, "--mel-from")
     audio = load_audio(args.mel_from, sample_rate=audio_config.sample_rate)  # FileNotFoundError / ValueError
     if not np.isfinite(audio).all():
         raise ValueError(f"{args.mel_from}: the recording holds NaN or infinite samples")
@@ -481,18 +439,18 @@ def _mel_from_npy(args: argparse.Namespace, ckpt: dict[str, Any], config: WaveNe
                          + ("" if not np.issubdtype(mel.dtype, np.floating) else " with NaN or infinite values"))
     mel = torch.from_numpy(np.ascontiguousarray(mel, dtype=np.float32))
     if args.normalize_mel:
-        mel = _mel_stats(ckpt, args.checkpoint, config.cond_channels, "--normalize-mel").normalize(mel)
+        mel = read_mel_stats(ckpt, args.checkpoint, config.cond_channels, "--normalize-mel").normalize(mel)
     return mel
 
 
 def _generator() -> tuple[Callable[..., Any], str]:
     """The fastest generator available: ``fastgen.fast_generate`` when installed, else the reference cached one."""
     try:
-        from .fastgen import fast_generate
+        from ..generation.fast import fast_generate
 
         return fast_generate, "fast"
     except ImportError:
-        from .generation import generate
+        from ..generation.reference import generate
 
         return generate, "cached"
 
@@ -500,15 +458,15 @@ def _generator() -> tuple[Callable[..., Any], str]:
 def _run_sample(args: argparse.Namespace) -> int:
     import torch
 
-    from .audio import save_audio
-    from .generation import to_waveform
+    from ..audio import save_audio
+    from ..generation.reference import to_waveform
 
     if args.normalize_mel and args.mel is None:
         raise ValueError("--normalize-mel applies to --mel FILE.npy only")
     ckpt = load_checkpoint(args.checkpoint)
-    config = _config(ckpt, args.checkpoint)
+    config = read_config(ckpt, args.checkpoint)
     device = _device(args.device)
-    rate = _sample_rate(ckpt)
+    rate = sample_rate(ckpt)
     if rate is None:
         rate = DEFAULT_SAMPLE_RATE
         _note(f"{args.checkpoint} stores no audio_config: writing at {DEFAULT_SAMPLE_RATE} Hz")
@@ -640,8 +598,8 @@ def _rf_stack(args: argparse.Namespace) -> _Stack:
     if args.checkpoint is not None:
         _explicit_only(args)
         ckpt = load_checkpoint(args.checkpoint)
-        config = _config(ckpt, args.checkpoint)
-        rate = args.sample_rate or _sample_rate(ckpt) or DEFAULT_SAMPLE_RATE
+        config = read_config(ckpt, args.checkpoint)
+        rate = args.sample_rate or sample_rate(ckpt) or DEFAULT_SAMPLE_RATE
         model = WaveNet.from_checkpoint(args.checkpoint)
         return _model_stack(f"checkpoint {args.checkpoint}", config, rate, model)
     if args.dilations is None and args.layers is None:
@@ -686,8 +644,8 @@ def _measure(stack: _Stack) -> tuple[tuple[int, ...], bool | None, float | None]
     stack), fraction of zero gradients inside the field (None for a model, whose gradients are not path counts))."""
     import torch
 
-    from .analysis import input_gradient, measured_extent, zero_fraction
-    from .layers import CausalConv1d, DilatedConv
+    from ..nn.analysis import input_gradient, measured_extent, zero_fraction
+    from ..nn.layers import CausalConv1d, DilatedConv
 
     rf = dil.receptive_field(stack.kernel, stack.dilations)
     if stack.model is None:
@@ -805,7 +763,7 @@ def _run_rf(args: argparse.Namespace) -> int:
 
 def _run_bench(args: argparse.Namespace) -> int:
     try:
-        from .bench import format_table, run_bench
+        from ..bench import format_table, run_bench
     except ImportError as err:
         raise ValueError(f"the benchmark (wavenet_dilated.bench) is not available in this installation: {err}") from err
     kwargs: dict[str, Any] = {"quick": args.quick}  # unset flags keep run_bench's own defaults
@@ -826,27 +784,11 @@ def _run_bench(args: argparse.Namespace) -> int:
 
 def _run_info(args: argparse.Namespace) -> int:
     ckpt = load_checkpoint(args.checkpoint)
-    config = _config(ckpt, args.checkpoint)
-    model = WaveNet(config)
-    stored_rate = _sample_rate(ckpt)
+    config = read_config(ckpt, args.checkpoint)
+    stored_rate = sample_rate(ckpt)
     rate = stored_rate or DEFAULT_SAMPLE_RATE
     has_ema = ckpt.get("ema") is not None
-    facts: dict[str, Any] = {
-        "checkpoint": str(args.checkpoint),
-        "version": ckpt.get("version"),
-        "step": ckpt.get("step"),
-        "sample_rate": stored_rate,
-        "receptive_field_samples": config.receptive_field,
-        "receptive_field_ms": round(config.receptive_field / rate * 1000, 3),
-        "parameters": model.n_parameters,
-        "val_nll_bits": ckpt.get("val_nll_bits"),
-        "best_val_nll_bits": ckpt.get("best_val_nll_bits"),
-        "ema": has_ema,
-        "config": ckpt["config"],
-        "audio_config": ckpt.get("audio_config"),
-        "mel_stats": ckpt.get("mel_stats") is not None,
-        "train_config": ckpt.get("train_config"),
-    }
+    facts = describe(ckpt, args.checkpoint, DEFAULT_SAMPLE_RATE)
     if args.json:
         print(json.dumps(facts, indent=2, default=str))
         return 0
@@ -867,7 +809,7 @@ def _run_info(args: argparse.Namespace) -> int:
         ("sample rate", f"{stored_rate} Hz" if stored_rate else
          f"not recorded (no audio_config; sample assumes {DEFAULT_SAMPLE_RATE} Hz)"),
         ("receptive field", f"{config.receptive_field} samples = {_ms(config.receptive_field, rate)}"),
-        ("parameters", f"{model.n_parameters:,}"),
+        ("parameters", f"{facts['parameters']:,}"),
         ("validation NLL", bits(ckpt.get("val_nll_bits"))),
         ("best validation NLL", bits(ckpt.get("best_val_nll_bits"))),
         ("weights", "model + EMA (sample uses the EMA weights; --no-ema for the raw ones)" if has_ema

@@ -53,9 +53,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from . import generation as gen_mod
-from .generation import UniformStream, _check_temperature, _make_generator, _prepare
-from .wavenet import WaveNet
+from ..config import check_eval_mode, check_temperature
+from ..wavenet import WaveNet
+from . import reference as gen_mod
+from .reference import UniformStream, _make_generator, _prepare
 
 __all__ = [
     "FastPathUnavailable",
@@ -82,7 +83,7 @@ class FastPathUnavailable(RuntimeError):
 
 def available() -> tuple[bool, str]:
     """Whether the compiled CPU kernel can be built and loaded here, and if not, why (builds it on first call)."""
-    from ._fastgen_kernel import KernelUnavailable, load_kernel
+    from .kernel import KernelUnavailable, load_kernel
 
     try:
         load_kernel()
@@ -170,7 +171,7 @@ def _polyphase_plan(model: WaveNet) -> list[tuple[int, np.ndarray]] | None:
     (the generator then projects the upsampled mel instead)."""
     from torch import nn
 
-    from .wavenet import ConditionUpsampler
+    from ..wavenet import ConditionUpsampler
 
     up = model.upsampler
     if type(up) is not ConditionUpsampler:
@@ -593,12 +594,11 @@ class FastGenerator:
     """
 
     def __init__(self, model: WaveNet, threads: int | None = None, block: int | None = None) -> None:
-        if model.training:
-            raise ValueError("put the model in eval mode (model.eval()) before generating: dropout is on")
+        check_eval_mode(model)
         reason = unsupported_reason(model)
         if reason is not None:
             raise FastPathUnavailable(reason)
-        from ._fastgen_kernel import KernelUnavailable, load_kernel
+        from .kernel import KernelUnavailable, load_kernel
 
         try:
             self._lib = load_kernel()
@@ -789,7 +789,7 @@ class FastGenerator:
         (faster) ``frames (B, C_mel, F)`` the whole utterance's mel after the model's mel context, at frame rate; step
         ``state.step + i`` then reads upsampled position ``state.step + i``.
         """
-        _check_temperature(temperature)
+        check_temperature(temperature)
         head = self.model.head
         B = state.batch
         constant = self.constant_term(speaker_vec, B)
@@ -841,9 +841,8 @@ class CudaGraphGenerator:
 
     def __init__(self, model: WaveNet, batch_size: int, chunk: int | None = None, temperature: float = 1.0,
                  capture: bool | None = None) -> None:
-        if model.training:
-            raise ValueError("put the model in eval mode (model.eval()) before generating: dropout is on")
-        _check_temperature(temperature)
+        check_eval_mode(model)
+        check_temperature(temperature)
         c = model.config
         p = next(model.parameters())
         self.model, self.device, self.dtype = model, p.device, p.dtype
@@ -1030,7 +1029,7 @@ def fast_generate(
     Returns:
         ``(B, n_samples)``: int64 μ-law classes (categorical) or floats in [−1, 1].
     """
-    _check_temperature(temperature)
+    check_temperature(temperature)
     kind, fast = _resolve(model, backend, threads)
     if kind == "reference":
         return gen_mod.generate(model, n_samples, mel, speaker, batch_size, temperature, seed, generator, progress)

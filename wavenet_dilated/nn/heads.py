@@ -19,6 +19,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from ..config import check_temperature
+
 __all__ = ["Head", "Categorical", "DiscretizedMixtureLogistics", "Gaussian", "make_head", "nats_to_bits"]
 
 LN2 = math.log(2.0)
@@ -28,10 +30,6 @@ def nats_to_bits(nats: float | torch.Tensor) -> float | torch.Tensor:
     """Convert a negative log-likelihood from nats to bits."""
     return nats / LN2
 
-
-def _check_temperature(temperature: float) -> None:
-    if not temperature > 0:
-        raise ValueError(f"temperature must be > 0, found {temperature!r}")
 
 
 class Head:
@@ -86,7 +84,7 @@ class Categorical(Head):
         return F.cross_entropy(logits.float(), target)
 
     def sample(self, logits: torch.Tensor, uniforms: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-        _check_temperature(temperature)
+        check_temperature(temperature)
         probs = torch.softmax(logits.float() / temperature, dim=-1)
         cdf = probs.cumsum(-1)
         # inverse-CDF sampling: the first class whose cumulative probability exceeds u
@@ -152,7 +150,7 @@ class DiscretizedMixtureLogistics(Head):
         return -self.log_prob(logits, target).mean()
 
     def sample(self, logits: torch.Tensor, uniforms: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-        _check_temperature(temperature)
+        check_temperature(temperature)
         logit_probs, means, log_scales = self._split(logits.float().unsqueeze(-1))
         logit_probs, means, log_scales = logit_probs[..., 0], means[..., 0], log_scales[..., 0]
         cdf = torch.softmax(logit_probs, dim=-1).cumsum(-1)
@@ -188,7 +186,7 @@ class Gaussian(Head):
         return (0.5 * z * z + log_std + 0.5 * math.log(2 * math.pi)).mean()
 
     def sample(self, logits: torch.Tensor, uniforms: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-        _check_temperature(temperature)
+        check_temperature(temperature)
         mean, log_std = logits[:, 0].float(), logits[:, 1].float().clamp(min=self.log_scale_min)
         u = uniforms[:, 0].clamp(1e-7, 1.0 - 1e-7)
         z = math.sqrt(2.0) * torch.erfinv(2.0 * u - 1.0)

@@ -39,8 +39,8 @@ import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from .audio import AudioConfig, MelStats, log_mel, peak_normalize, read_audio, resample_audio, to_mono, trim_silence
-from .mulaw import mu_law_encode
+from ..audio import AudioConfig, MelStats, log_mel, peak_normalize, read_audio, resample_audio, to_mono, trim_silence
+from ..mulaw import mu_law_encode
 
 __all__ = [
     "LJSPEECH_URL",

@@ -1,0 +1,1 @@
+"""Corpora and features: LJSpeech metadata, download, the preprocessing cache and the training dataset."""

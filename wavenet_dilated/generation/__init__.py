@@ -1,0 +1,1 @@
+"""Generating audio: the reference generators (naive, cached queue, streaming) and the fast paths."""

@@ -1,0 +1,1 @@
+"""Building blocks: the dilation arithmetic, causal and dilated convolutions, the context module, output heads."""
