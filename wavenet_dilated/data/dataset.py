@@ -799,11 +799,14 @@ def preprocess(
 # --- dataset --------------------------------------------------------------------------------------------------------
 
 
-def _mix_seed(*values: int) -> int:
-    """A 63-bit seed from several ints (splitmix-style), so (seed, epoch, index) streams are independent."""
+def mix_seed(*values: int) -> int:
+    """A 63-bit seed from several ints (the splitmix64 finaliser after each value), so that the streams of
+    ``(seed, epoch, index)`` (crops) or ``(seed, epoch)`` (batch order) or ``(seed, rank)`` (dropout) are independent.
+    The one seed mixer of the package: the dataset's crops and the trainer's batch order and dropout all use it."""
     h = 0x9E3779B97F4A7C15
     for v in values:
         h = (h ^ (v & 0xFFFFFFFFFFFFFFFF)) * 0xBF58476D1CE4E5B9 & 0xFFFFFFFFFFFFFFFF
+        h = (h ^ (h >> 27)) * 0x94D049BB133111EB & 0xFFFFFFFFFFFFFFFF
         h ^= h >> 31
     return h & 0x7FFFFFFFFFFFFFFF
 
@@ -919,7 +922,7 @@ class AudioDataset(Dataset):
         n_starts = e.n_frames - self.max_time_steps // self.hop_length + 1
         if self.seed is None:
             return int(torch.randint(n_starts, ()).item())
-        g = torch.Generator().manual_seed(_mix_seed(self.seed, self.epoch, index))
+        g = torch.Generator().manual_seed(mix_seed(self.seed, self.epoch, index))
         return int(torch.randint(n_starts, (), generator=g).item())
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:

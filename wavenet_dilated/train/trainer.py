@@ -58,7 +58,7 @@ from ..checkpoint import (
     save_checkpoint,
 )
 from ..config import config_from_dict
-from ..data.dataset import AudioDataset, Manifest, load_manifest
+from ..data.dataset import AudioDataset, Manifest, load_manifest, mix_seed
 from ..generation.fast import fast_generate
 from ..generation.reference import to_waveform
 from ..nn.heads import nats_to_bits
@@ -271,16 +271,6 @@ def lr_factor(step: int, config: TrainConfig) -> float:
 # --- data order ---------------------------------------------------------------------------------------------------
 
 
-def _mix(*values: int) -> int:
-    """A 63-bit seed from several ints (splitmix64 finaliser), so (seed, epoch) streams are independent."""
-    h = 0x9E3779B97F4A7C15
-    for v in values:
-        h = (h ^ (v & 0xFFFFFFFFFFFFFFFF)) * 0xBF58476D1CE4E5B9 & 0xFFFFFFFFFFFFFFFF
-        h = (h ^ (h >> 27)) * 0x94D049BB133111EB & 0xFFFFFFFFFFFFFFFF
-        h ^= h >> 31
-    return h & 0x7FFFFFFFFFFFFFFF
-
-
 class StepBatchSampler(Sampler[list[tuple[int, int]]]):
     """Batches of ``(item index, epoch)`` keys whose content depends only on ``(seed, step, rank)``.
 
@@ -316,7 +306,7 @@ class StepBatchSampler(Sampler[list[tuple[int, int]]]):
         if epoch not in self._perms:
             if len(self._perms) > 2:
                 self._perms.pop(min(self._perms))
-            g = torch.Generator().manual_seed(_mix(self.seed, epoch))
+            g = torch.Generator().manual_seed(mix_seed(self.seed, epoch))
             self._perms[epoch] = torch.randperm(self.n_items, generator=g).tolist()
         return self._perms[epoch]
 
@@ -536,7 +526,7 @@ class Trainer:
         self.last_checkpoint: Path | None = None
         self._stop_requested = self._stop_agreed = False
         self._last_sample: tuple[int, Path] | None = None
-        _seed_everything(_mix(config.seed, self.rank))  # dropout streams differ per rank
+        _seed_everything(mix_seed(config.seed, self.rank))  # dropout streams differ per rank
         self._resume(resume)
         self._writer = None
 
@@ -624,7 +614,7 @@ class Trainer:
         elif self.rank == 0 and "rng" in ckpt:
             _set_rng_state(ckpt["rng"])
         else:
-            _seed_everything(_mix(self.config.seed, self.rank, self.step))
+            _seed_everything(mix_seed(self.config.seed, self.rank, self.step))
 
     @property
     def writer(self):
@@ -654,7 +644,7 @@ class Trainer:
                                    self.world_size)
         # its own generator: a DataLoader otherwise draws its workers' base seed from the global RNG, which would
         # shift the dropout stream of a resumed run (the batches themselves use no RNG state)
-        generator = torch.Generator().manual_seed(_mix(c.seed, start_step, self.rank))
+        generator = torch.Generator().manual_seed(mix_seed(c.seed, start_step, self.rank))
         return DataLoader(_EpochCrops(self.train_set), batch_sampler=sampler, num_workers=c.num_workers,
                           collate_fn=self.train_set.collate_fn, pin_memory=self.device.type == "cuda",
                           generator=generator)
