@@ -1,4 +1,5 @@
-"""Audio I/O and features: load/save with soundfile, resampling, silence trimming, log-mel, mel normalisation.
+"""Audio I/O and features: load/save with soundfile, resampling, silence trimming, log-mel, mel normalisation, and
+:func:`prepare_audio`, the one preparation of a recording that the training cache and vocoding share.
 
 Everything about the signal representation lives here, so the data pipeline, the trainer and the sampler agree on it.
 Audio is float32 in [−1, 1], shape ``(T,)`` (numpy) or ``(..., T)`` (torch). A log-mel spectrogram has shape
@@ -24,7 +25,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from .config import config_from_dict
+from .config import check_int, check_number, config_from_dict
 
 __all__ = [
     "SAMPLE_RATE",
@@ -45,6 +46,8 @@ __all__ = [
     "save_audio",
     "trim_silence",
     "peak_normalize",
+    "PreparedAudio",
+    "prepare_audio",
     "log_mel",
     "mel_filterbank",
     "MelStats",
@@ -105,26 +108,18 @@ class AudioConfig:
 
     def __post_init__(self) -> None:
         for name in ("sample_rate", "n_fft", "hop_length", "win_length", "n_mels"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, found {value!r}")
+            check_int(name, getattr(self, name), 1)
         if self.win_length > self.n_fft:
             raise ValueError(f"win_length must be <= n_fft = {self.n_fft}, found win_length={self.win_length}")
-        for name in ("fmin", "fmax", "mel_floor"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise ValueError(f"{name} must be a finite number, found {value!r}")
-        if self.fmin < 0:
-            raise ValueError(f"fmin must be >= 0 Hz, found fmin={self.fmin}")
+        check_number("fmin", self.fmin, 0.0)
+        check_number("fmax", self.fmax)
+        check_number("mel_floor", self.mel_floor, 0.0, low_open=True)
         nyquist = self.sample_rate / 2
         if not self.fmin < self.fmax <= nyquist:
             raise ValueError(f"fmax must be > fmin and <= sample_rate / 2 = {nyquist} Hz, found fmax={self.fmax}")
-        if self.mel_floor <= 0:
-            raise ValueError(f"mel_floor must be > 0, found mel_floor={self.mel_floor}")
-        if self.trim_top_db is not None and (
-            isinstance(self.trim_top_db, bool) or not isinstance(self.trim_top_db, (int, float)) or not self.trim_top_db > 0
-        ):
-            raise ValueError(f"trim_top_db must be a positive number of dB or None, found {self.trim_top_db!r}")
+        top_db = self.trim_top_db  # not check_number: inf is valid (it trims digital silence only)
+        if top_db is not None and (isinstance(top_db, bool) or not isinstance(top_db, (int, float)) or not top_db > 0):
+            raise ValueError(f"trim_top_db must be a positive number of dB or None, found {top_db!r}")
         if not isinstance(self.peak_normalize, bool):
             raise ValueError(f"peak_normalize must be a bool, found {self.peak_normalize!r}")
 
@@ -181,9 +176,8 @@ def resample_audio(audio: np.ndarray, orig_rate: int, new_rate: int) -> np.ndarr
         return audio
     import torchaudio.functional as AF  # deferred: torchaudio import is slow and only needed here and in log_mel
 
-    for name, rate in (("orig_rate", orig_rate), ("new_rate", new_rate)):
-        if isinstance(rate, bool) or not isinstance(rate, int) or rate < 1:
-            raise ValueError(f"{name} must be a positive int in Hz, found {rate!r}")
+    check_int("orig_rate", orig_rate, 1)
+    check_int("new_rate", new_rate, 1)
     out = AF.resample(torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32)), orig_rate, new_rate)
     return out.numpy()
 
@@ -199,7 +193,7 @@ def load_audio(path: str | os.PathLike[str], sample_rate: int | None = SAMPLE_RA
         ValueError: the file cannot be decoded.
 
     Examples:
-        >>> x = load_audio("recipes/demo_corpus/wavs/LJ-DEMO-0001.wav")  # doctest: +SKIP
+        >>> x = load_audio("wavenet_dilated/data/demo_corpus/wavs/LJ-DEMO-0001.wav")  # doctest: +SKIP
         >>> x.dtype, x.ndim  # doctest: +SKIP
         (dtype('float32'), 1)
     """
@@ -227,8 +221,7 @@ def save_audio(
     audio = np.asarray(audio)
     if audio.ndim not in (1, 2):
         raise ValueError(f"audio must have shape (T,) or (channels, T), found shape {tuple(audio.shape)}")
-    if isinstance(sample_rate, bool) or not isinstance(sample_rate, int) or sample_rate < 1:
-        raise ValueError(f"sample_rate must be a positive int in Hz, found {sample_rate!r}")
+    check_int("sample_rate", sample_rate, 1)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         sf.write(str(path), audio.T if audio.ndim == 2 else audio, sample_rate, subtype=subtype)
@@ -252,7 +245,7 @@ def trim_silence(
         return audio
     if not np.any(audio):
         return audio[:0]
-    import librosa  # deferred: librosa's import costs ~1 s
+    import librosa  # deferred: librosa's import is slow and only needed here
 
     trimmed, _ = librosa.effects.trim(audio, top_db=top_db, frame_length=frame_length, hop_length=hop_length)
     return trimmed
@@ -260,13 +253,85 @@ def trim_silence(
 
 def peak_normalize(audio: Array, peak: float = PEAK) -> Array:
     """Scale so that ``max |audio| = peak``; all-zero (or empty) audio is returned unchanged. Same shape and type."""
-    if not 0 < peak <= 1:
-        raise ValueError(f"peak must be in (0, 1], found {peak}")
+    check_number("peak", peak, 0.0, 1.0, low_open=True)
     if isinstance(audio, torch.Tensor):
         m = audio.abs().max() if audio.numel() else torch.tensor(0.0)
         return audio if m == 0 else audio * (peak / m)
     m = float(np.abs(audio).max()) if audio.size else 0.0
     return audio if m == 0 else (audio * (peak / m)).astype(audio.dtype, copy=False)
+
+
+@dataclass(frozen=True)
+class PreparedAudio:
+    """A recording made ready for features by :func:`prepare_audio`.
+
+    Args:
+        audio: float32 ``(T,)`` at the config's sample rate, ``T`` a positive multiple of its ``hop_length``.
+        conversions: what was converted on the way, in order (e.g. ``"resampled 16000 Hz -> 22050 Hz"``); empty when
+            the input was already mono at the config's rate.
+    """
+
+    audio: np.ndarray
+    conversions: tuple[str, ...] = ()
+
+
+def prepare_audio(
+    audio: np.ndarray,
+    rate: int,
+    config: AudioConfig,
+    *,
+    trim: bool = True,
+    min_samples: int | None = None,
+    check_range: bool = True,
+) -> PreparedAudio:
+    """The one preparation of a recording before :func:`log_mel`, shared by the training cache and vocoding.
+
+    Finite check → mono (channel mean) → resample to ``config.sample_rate`` → trim silent ends (``trim``; with
+    ``config.trim_top_db``, frames of ``n_fft`` every ``hop_length``) → peak normalisation (``config.peak_normalize``)
+    → range check (``check_range``) → cut to whole hops, so the result has exactly ``len // hop_length`` mel frames.
+
+    Args:
+        audio: float ``(channels, T)`` as :func:`read_audio` returns it, or mono ``(T,)``.
+        rate: its sample rate in Hz.
+        config: the signal representation.
+        trim: cut leading and trailing silence (the cache does; vocoding a given recording does not).
+        min_samples: shortest usable result in samples; ``None`` = one hop.
+        check_range: refuse samples outside [−1, 1] after normalisation. Audio that becomes μ-law targets needs
+            them, and clipping would hide a level problem upstream; a mel alone does not.
+
+    Raises:
+        ValueError: the recording is unusable. The message is the reason alone, without a path: ``empty: …``,
+            ``contains N NaN or infinite samples``, ``silent: …``, ``samples outside [-1, 1] …`` or ``too short: …``.
+    """
+    check_int("rate", rate, 1)
+    check_int("min_samples", min_samples, 1, optional=True)
+    audio = np.asarray(audio, dtype=np.float32)
+    if audio.size == 0:
+        raise ValueError("empty: the file holds no samples")
+    if not np.isfinite(audio).all():
+        raise ValueError(f"contains {int((~np.isfinite(audio)).sum())} NaN or infinite samples")
+    conversions = []
+    if audio.ndim == 2 and audio.shape[0] > 1:
+        conversions.append(f"mixed {audio.shape[0]} channels down to mono")
+    audio = to_mono(audio)
+    if rate != config.sample_rate:
+        conversions.append(f"resampled {rate} Hz -> {config.sample_rate} Hz")
+        audio = resample_audio(audio, rate, config.sample_rate)
+    if trim:
+        audio = trim_silence(audio, config.trim_top_db, frame_length=config.n_fft, hop_length=config.hop_length)
+        if audio.size == 0:
+            raise ValueError("silent: nothing left after trimming")
+    if config.peak_normalize:
+        audio = peak_normalize(audio)
+    if check_range and (peak := float(np.abs(audio).max())) > 1.0:  # never clip silently
+        raise ValueError(f"samples outside [-1, 1] (peak {peak:.4g}); use peak_normalize=True or fix the file")
+    after = " after trimming" if trim else ""
+    n = audio.size - audio.size % config.hop_length
+    if n == 0:
+        raise ValueError(f"too short: {audio.size} samples{after} < one hop ({config.hop_length})")
+    if min_samples is not None and n < min_samples:
+        raise ValueError(f"too short: {n} samples{after} < min_samples={min_samples}")
+    return PreparedAudio(np.ascontiguousarray(audio[:n], dtype=np.float32), tuple(conversions))
 
 
 # --- log-mel ------------------------------------------------------------------------------------------------------

@@ -1,1 +1,99 @@
-"""Corpora and features: LJSpeech metadata, download, the preprocessing cache and the training dataset."""
+"""Corpora and features: LJSpeech metadata, download, the preprocessing cache and the training dataset.
+
+    corpus dir (metadata.csv + wavs/)          ← download_ljspeech(dest) / your own LJSpeech-format corpus
+      → preprocess(corpus, cache, AudioConfig()) → cache dir: manifest.json + audio/<id>.npy + mel/<id>.npy
+      → AudioDataset(cache, "train", max_time_steps=...) → DataLoader(..., collate_fn=collate)
+
+One module per step: :mod:`~wavenet_dilated.data.ljspeech` (the corpus format, metadata, splits),
+:mod:`~wavenet_dilated.data.download` (download with resume, verification, safe extraction),
+:mod:`~wavenet_dilated.data.cache` (preprocessing into a cache with a manifest) and
+:mod:`~wavenet_dilated.data.dataset` (the dataset with aligned crops). The names below load on first use (PEP 562), so
+importing this package costs nothing until one is used. The file downloader is ``data.download.download``: the name
+``download`` here is that module.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# public name -> the module that defines it
+_EXPORTS: dict[str, str] = {
+    "LJSPEECH_URL": "ljspeech",
+    "LJSPEECH_SIZE": "ljspeech",
+    "LJSPEECH_SHA256": "ljspeech",
+    "LJSPEECH_DIRNAME": "ljspeech",
+    "METADATA_FILE": "ljspeech",
+    "SPLITS": "ljspeech",
+    "DataWarning": "ljspeech",
+    "Utterance": "ljspeech",
+    "read_metadata": "ljspeech",
+    "split_ids": "ljspeech",
+    "verify_file": "download",
+    "extract_archive": "download",
+    "download_ljspeech": "download",
+    "MANIFEST_FILE": "cache",
+    "ManifestEntry": "cache",
+    "SkippedFile": "cache",
+    "Manifest": "cache",
+    "load_manifest": "cache",
+    "preprocess": "cache",
+    "AudioDataset": "dataset",
+    "collate": "dataset",
+    "mix_seed": "dataset",
+}
+
+__all__ = [
+    "AudioDataset",
+    "DataWarning",
+    "LJSPEECH_DIRNAME",
+    "LJSPEECH_SHA256",
+    "LJSPEECH_SIZE",
+    "LJSPEECH_URL",
+    "MANIFEST_FILE",
+    "METADATA_FILE",
+    "Manifest",
+    "ManifestEntry",
+    "SPLITS",
+    "SkippedFile",
+    "Utterance",
+    "collate",
+    "download_ljspeech",
+    "extract_archive",
+    "load_manifest",
+    "mix_seed",
+    "preprocess",
+    "read_metadata",
+    "split_ids",
+    "verify_file",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+if TYPE_CHECKING:  # what static checkers and IDEs see
+    from .cache import MANIFEST_FILE, Manifest, ManifestEntry, SkippedFile, load_manifest, preprocess
+    from .dataset import AudioDataset, collate, mix_seed
+    from .download import download_ljspeech, extract_archive, verify_file
+    from .ljspeech import (
+        LJSPEECH_DIRNAME,
+        LJSPEECH_SHA256,
+        LJSPEECH_SIZE,
+        LJSPEECH_URL,
+        METADATA_FILE,
+        SPLITS,
+        DataWarning,
+        Utterance,
+        read_metadata,
+        split_ids,
+    )

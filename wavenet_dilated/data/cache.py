@@ -1,0 +1,386 @@
+"""The preprocessing cache: an LJSpeech-format corpus turned into aligned audio and log-mel arrays plus a manifest.
+
+The one contract it keeps: cached audio has a length that is a multiple of ``hop_length`` and its log-mel has exactly
+``len(audio) // hop_length`` frames (see :func:`wavenet_dilated.audio.log_mel`), so a crop of ``max_time_steps``
+samples starting on a hop boundary pairs with ``max_time_steps // hop_length`` mel frames.
+
+    corpus dir (metadata.csv + wavs/) → preprocess(corpus, cache, AudioConfig())
+      → cache dir: manifest.json + audio/<id>.npy + mel/<id>.npy
+
+Bad inputs never stop a run silently and never stop it loudly for one file: malformed metadata lines and unusable
+audio (unreadable, empty, too short, NaN/inf, out of range) are skipped with one :class:`DataWarning` each, counted and
+listed in the manifest. Convertible inputs (stereo, another sample rate) are converted and counted.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import hashlib
+import json
+import logging
+import multiprocessing
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ..audio import AudioConfig, MelStats, log_mel, prepare_audio, read_audio
+from ..config import check_int
+from .ljspeech import METADATA_FILE, SPLITS, Utterance, parse_metadata, split_ids, warn_skipped
+
+__all__ = ["MANIFEST_FILE", "ManifestEntry", "SkippedFile", "Manifest", "load_manifest", "preprocess"]
+
+logger = logging.getLogger(__name__)
+
+MANIFEST_FILE = "manifest.json"
+MANIFEST_VERSION = 1  # bump when the cache layout or the preprocessing steps change: old caches then rebuild
+
+
+@dataclass(frozen=True)
+class ManifestEntry:
+    """One cached utterance: ``n_samples == n_frames * hop_length``."""
+
+    id: str
+    split: str
+    n_samples: int
+    n_frames: int
+    text: str
+
+
+@dataclass(frozen=True)
+class SkippedFile:
+    """An utterance left out of the cache, and why. ``line`` is its metadata line number."""
+
+    id: str | None
+    path: str
+    line: int | None
+    reason: str
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """Contents of ``<cache_dir>/manifest.json``, written last by :func:`preprocess` (atomically).
+
+    ``fingerprint`` hashes everything the cache depends on (the AudioConfig, ``min_samples``, the split fractions,
+    the bytes of ``metadata.csv`` and :data:`MANIFEST_VERSION`); ``audio_config_fingerprint`` hashes the AudioConfig
+    alone.
+    """
+
+    cache_dir: Path
+    audio_config: AudioConfig
+    fingerprint: str
+    audio_config_fingerprint: str
+    utterances: tuple[ManifestEntry, ...]
+    mel_stats: MelStats
+    skipped: tuple[SkippedFile, ...]
+    converted: Mapping[str, tuple[str, ...]]
+
+    def entries(self, split: str) -> list[ManifestEntry]:
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, found {split!r}")
+        return [e for e in self.utterances if e.split == split]
+
+    def audio_path(self, uid: str) -> Path:
+        return self.cache_dir / "audio" / f"{uid}.npy"
+
+    def mel_path(self, uid: str) -> Path:
+        return self.cache_dir / "mel" / f"{uid}.npy"
+
+    def is_complete(self) -> bool:
+        """Every listed utterance has both of its cache files."""
+        return all(self.audio_path(e.id).is_file() and self.mel_path(e.id).is_file() for e in self.utterances)
+
+
+def _fingerprint(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode("utf-8")).hexdigest()[:16]
+
+
+def load_manifest(cache_dir: str | os.PathLike[str]) -> Manifest:
+    """Read ``<cache_dir>/manifest.json``.
+
+    Raises:
+        FileNotFoundError: no manifest (run :func:`preprocess` first).
+        ValueError: the manifest is unreadable or from another format version.
+    """
+    cache_dir = Path(cache_dir)
+    path = cache_dir / MANIFEST_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"no {MANIFEST_FILE} in {str(cache_dir)!r}: expected a cache made by preprocess()")
+    try:
+        d = json.loads(path.read_text(encoding="utf-8"))
+        if d.get("format_version") != MANIFEST_VERSION:
+            raise ValueError(f"expected format_version {MANIFEST_VERSION}, found {d.get('format_version')!r}")
+        return Manifest(
+            cache_dir=cache_dir,
+            audio_config=AudioConfig.from_dict(d["audio_config"]),
+            fingerprint=d["fingerprint"],
+            audio_config_fingerprint=d["audio_config_fingerprint"],
+            utterances=tuple(ManifestEntry(**e) for e in d["utterances"]),
+            mel_stats=MelStats.from_dict(d["mel_stats"]),
+            skipped=tuple(SkippedFile(**s) for s in d["skipped"]),
+            converted={k: tuple(v) for k, v in d["converted"].items()},
+        )
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"cannot read {str(path)!r}: {e}") from e
+
+
+@dataclass(frozen=True)
+class _Job:
+    id: str
+    wav_path: str
+    audio_out: str
+    mel_out: str
+    config: AudioConfig
+    min_samples: int | None
+
+
+@dataclass(frozen=True)
+class _Result:
+    id: str
+    reason: str | None = None  # why it was skipped; None = cached
+    n_samples: int = 0
+    conversions: tuple[str, ...] = ()
+    moments: tuple[np.ndarray, np.ndarray, int] | None = None
+
+
+def _process(job: _Job) -> _Result:
+    """Read → :func:`~wavenet_dilated.audio.prepare_audio` → log-mel → save. Runs in workers."""
+    cfg = job.config
+    path = Path(job.wav_path)
+    try:
+        if path.stat().st_size == 0:
+            return _Result(job.id, "empty file (0 bytes)")
+        audio, rate = read_audio(path)
+    except (FileNotFoundError, ValueError) as e:
+        return _Result(job.id, f"unreadable: {e}")
+    try:
+        prepared = prepare_audio(audio, rate, cfg, min_samples=job.min_samples)
+    except ValueError as e:
+        return _Result(job.id, str(e))
+    n = prepared.audio.size
+    mel = log_mel(torch.from_numpy(prepared.audio), cfg).numpy()
+    assert mel.shape == (cfg.n_mels, n // cfg.hop_length), mel.shape  # log_mel's alignment contract
+    np.save(job.audio_out, prepared.audio)
+    np.save(job.mel_out, mel)
+    return _Result(job.id, None, n, prepared.conversions, MelStats.moments(mel))
+
+
+def _init_worker() -> None:
+    torch.set_num_threads(1)  # one process per core already; more threads would oversubscribe
+
+
+def _run_jobs(jobs: Sequence[_Job], n_workers: int, progress: bool) -> list[_Result]:
+    if not jobs:
+        return []
+    bar = tqdm(total=len(jobs), desc="preprocess", unit="utt", disable=not progress)
+    results = []
+    with bar:
+        if n_workers == 1 or len(jobs) == 1:
+            for job in jobs:
+                results.append(_process(job))
+                bar.update()
+        else:
+            # spawn, not fork: forking a process that has already run torch's thread pool can deadlock.
+            ctx = multiprocessing.get_context("spawn")
+            chunksize = max(1, min(32, len(jobs) // (8 * n_workers)))
+            try:
+                with concurrent.futures.ProcessPoolExecutor(n_workers, mp_context=ctx, initializer=_init_worker) as pool:
+                    for result in pool.map(_process, jobs, chunksize=chunksize):
+                        results.append(result)
+                        bar.update()
+            except concurrent.futures.process.BrokenProcessPool as e:
+                raise RuntimeError(
+                    "a preprocessing worker process died. Workers are spawned and re-import the main module: call "
+                    'preprocess() under `if __name__ == "__main__":` in scripts, or pass n_workers=1'
+                ) from e
+    return results
+
+
+def _write_json_atomic(path: Path, obj: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _check_arguments(
+    audio_config: AudioConfig | None, n_workers: int | None, min_samples: int | None, val_fraction: float,
+    test_fraction: float,
+) -> tuple[AudioConfig, int]:
+    """:func:`preprocess`'s arguments checked before any work: ``(audio_config, n_workers)`` with defaults filled in."""
+    audio_config = AudioConfig() if audio_config is None else audio_config
+    if not isinstance(audio_config, AudioConfig):
+        raise ValueError(f"audio_config must be an AudioConfig, found {type(audio_config).__name__}")
+    if n_workers is None:
+        n_workers = min(4, os.cpu_count() or 1)
+    check_int("n_workers", n_workers, 1, optional=True)
+    check_int("min_samples", min_samples, 1, optional=True)
+    split_ids([], val_fraction, test_fraction)  # validates the fractions
+    return audio_config, n_workers
+
+
+def _reusable(cache_dir: Path, fingerprint: str) -> Manifest | None:
+    """The cache's manifest when it was made from the same inputs and all its files exist, else ``None``."""
+    if not (cache_dir / MANIFEST_FILE).is_file():
+        return None
+    try:
+        old = load_manifest(cache_dir)
+    except ValueError as e:
+        logger.info("rebuilding the cache: %s", e)
+        return None
+    if old.fingerprint == fingerprint and old.is_complete():
+        logger.info("cache %s is up to date (fingerprint %s)", cache_dir, fingerprint)
+        return old
+    logger.info("rebuilding the cache %s: its inputs changed or files are missing", cache_dir)
+    return None
+
+
+def _invalidate(cache_dir: Path) -> None:
+    """Remove the manifest, then the cache files we own, so an interrupted rebuild is never mistaken for done."""
+    (cache_dir / MANIFEST_FILE).unlink(missing_ok=True)
+    for sub in ("audio", "mel"):
+        (cache_dir / sub).mkdir(parents=True, exist_ok=True)
+        for stale in (cache_dir / sub).glob("*.npy"):  # only our own files: never rmtree a user-named directory
+            stale.unlink()
+
+
+def _sort_results(
+    results: Sequence[_Result], by_id: Mapping[str, Utterance], skipped: list[SkippedFile]
+) -> tuple[list[_Result], dict[str, tuple[str, ...]]]:
+    """The cached results and the conversions made; each skip is appended to ``skipped`` and warned about."""
+    converted: dict[str, tuple[str, ...]] = {}
+    good: list[_Result] = []
+    for r in results:
+        u = by_id[r.id]
+        if r.reason is not None:
+            skipped.append(SkippedFile(r.id, str(u.wav_path), u.line, r.reason))
+            warn_skipped(f"skipping {u.wav_path} ({METADATA_FILE} line {u.line}): {r.reason}", stacklevel=4)
+            continue
+        if r.conversions:
+            converted[r.id] = r.conversions
+        good.append(r)
+    return good, converted
+
+
+def _manifest(
+    inputs: Mapping[str, Any], good: Sequence[_Result], by_id: Mapping[str, Utterance], skipped: Sequence[SkippedFile],
+    converted: Mapping[str, tuple[str, ...]],
+) -> dict[str, Any]:
+    """``manifest.json``'s contents: ``inputs`` (what the cache was made from), then splits, mel statistics fitted on
+    the train split only, and the cached, skipped and converted utterances."""
+    splits = split_ids([r.id for r in good], inputs["val_fraction"], inputs["test_fraction"])
+    split_of = {uid: name for name, members in splits.items() for uid in members}
+    train = [r.moments for r in good if split_of[r.id] == "train" and r.moments is not None]
+    stats = MelStats.from_moments(sum(m[0] for m in train), sum(m[1] for m in train), sum(m[2] for m in train))
+    hop = inputs["audio_config"]["hop_length"]
+    entries = [
+        ManifestEntry(r.id, split_of[r.id], r.n_samples, r.n_samples // hop, by_id[r.id].normalized_text) for r in good
+    ]
+    return {
+        **inputs,
+        "n_utterances": {name: len(members) for name, members in splits.items()},
+        "n_skipped": len(skipped),
+        "n_converted": len(converted),
+        "mel_stats": stats.to_dict(),
+        "utterances": [dataclasses.asdict(e) for e in entries],
+        "skipped": [dataclasses.asdict(s) for s in skipped],
+        "converted": {k: list(v) for k, v in converted.items()},
+    }
+
+
+def _log_summary(manifest: Mapping[str, Any], cache_dir: Path, sample_rate: int) -> None:
+    hours = sum(e["n_samples"] for e in manifest["utterances"]) / sample_rate / 3600
+    logger.log(
+        logging.WARNING if manifest["n_skipped"] else logging.INFO,  # a skip summary is seen even with logging unconfigured
+        "cached %d utterances (%.2f h; train/val/test %d/%d/%d) in %s; skipped %d (listed in manifest.json), converted %d",
+        len(manifest["utterances"]), hours, *(manifest["n_utterances"][s] for s in SPLITS), cache_dir,
+        manifest["n_skipped"], manifest["n_converted"],
+    )  # fmt: skip
+
+
+def preprocess(
+    data_dir: str | os.PathLike[str],
+    cache_dir: str | os.PathLike[str],
+    audio_config: AudioConfig | None = None,
+    n_workers: int | None = None,
+    min_samples: int | None = None,
+    progress: bool = True,
+    val_fraction: float = 0.02,
+    test_fraction: float = 0.02,
+    force: bool = False,
+) -> Manifest:
+    """Turn an LJSpeech-format corpus into a training cache; reuse the cache when nothing changed.
+
+    Per utterance: :func:`~wavenet_dilated.audio.prepare_audio` (mono mix-down, resampling to
+    ``audio_config.sample_rate``, silence trimming, optional peak normalisation, cut to a multiple of ``hop_length``),
+    then log-mel; saved as ``<cache_dir>/audio/<id>.npy`` (float32 ``(T,)`` in [−1, 1]) and ``<cache_dir>/mel/<id>.npy``
+    (float32 ``(n_mels, T // hop_length)``). Then ``manifest.json``: ids, lengths, splits (:func:`split_ids`), the
+    AudioConfig and fingerprints, mel statistics fitted on the train split only, and the skipped and converted files.
+
+    Skipped, with one :class:`DataWarning` each naming the file and the reason, and counted in the manifest:
+    malformed metadata lines, missing, unreadable or empty files, NaN/inf samples, samples outside [−1, 1] (no silent
+    clipping), and audio shorter than ``min_samples`` (e.g. one training crop) after trimming.
+
+    Args:
+        data_dir: corpus directory with ``metadata.csv`` and ``wavs/``.
+        cache_dir: output directory (created). Only ``manifest.json`` and the ``.npy`` files in its ``audio/`` and
+            ``mel/`` subdirectories are written or deleted.
+        audio_config: the signal representation; ``None`` = ``AudioConfig()``.
+        n_workers: processes; ``None`` = ``min(4, os.cpu_count())``; 1 = in this process. Workers are *spawned*
+            (forking after torch has run its thread pool can deadlock), so a script that calls this with
+            ``n_workers > 1`` needs the usual ``if __name__ == "__main__":`` guard.
+        min_samples: shortest usable utterance in samples after trimming; ``None`` = one hop.
+        progress: show a tqdm bar.
+        val_fraction, test_fraction: passed to :func:`split_ids`.
+        force: rebuild even if the cache is up to date.
+
+    Idempotent: when ``manifest.json`` has the same fingerprint and all its files exist, it is returned without
+    touching anything (changes of wav contents are not detected — pass ``force=True``). Any change of the AudioConfig,
+    ``min_samples``, the fractions or ``metadata.csv`` rebuilds the cache.
+
+    Raises:
+        FileNotFoundError: no ``metadata.csv`` under ``data_dir``.
+        ValueError: bad arguments, or no usable utterance at all.
+    """
+    data_dir, cache_dir = Path(data_dir), Path(cache_dir)
+    audio_config, n_workers = _check_arguments(audio_config, n_workers, min_samples, val_fraction, test_fraction)
+    meta = data_dir / METADATA_FILE
+    if not meta.is_file():
+        raise FileNotFoundError(f"{METADATA_FILE} not found: expected an LJSpeech-format corpus with {str(meta)!r}")
+    settings = {"audio_config": audio_config.to_dict(), "min_samples": min_samples, "val_fraction": val_fraction,
+                "test_fraction": test_fraction}  # fmt: skip
+    metadata_sha256 = hashlib.sha256(meta.read_bytes()).hexdigest()
+    fingerprint = _fingerprint({"format_version": MANIFEST_VERSION, **settings, "metadata_sha256": metadata_sha256})
+    if not force and (old := _reusable(cache_dir, fingerprint)) is not None:
+        return old
+
+    utterances, problems = parse_metadata(data_dir)
+    skipped = [SkippedFile(None, str(meta), line, f"bad metadata line: {why}") for line, why in problems]
+    for line, why in problems:
+        warn_skipped(f"{meta}:{line}: skipped: {why}")
+    _invalidate(cache_dir)
+    jobs = [
+        _Job(u.id, str(u.wav_path), str(cache_dir / "audio" / f"{u.id}.npy"), str(cache_dir / "mel" / f"{u.id}.npy"),
+             audio_config, min_samples)
+        for u in utterances
+    ]  # fmt: skip
+    by_id = {u.id: u for u in utterances}
+    good, converted = _sort_results(_run_jobs(jobs, n_workers, progress), by_id, skipped)
+    if not good:
+        reasons = sorted({s.reason.split(":")[0] for s in skipped})
+        raise ValueError(
+            f"no usable audio in {str(data_dir)!r}: expected at least one valid utterance, found "
+            f"{len(utterances)} listed with audio and {len(skipped)} skipped (reasons: {', '.join(reasons) or 'none'})"
+        )
+    inputs = {"format_version": MANIFEST_VERSION, "fingerprint": fingerprint, "audio_config": settings["audio_config"],
+              "audio_config_fingerprint": _fingerprint(settings["audio_config"]), "data_dir": str(data_dir.resolve()),
+              **settings}  # fmt: skip
+    manifest = _manifest(inputs, good, by_id, skipped, converted)
+    _write_json_atomic(cache_dir / MANIFEST_FILE, manifest)
+    _log_summary(manifest, cache_dir, audio_config.sample_rate)
+    return load_manifest(cache_dir)
