@@ -1,0 +1,55 @@
+// The structs the fast-generation kernel shares with Python. Their ctypes mirror is wavenet_dilated/generation/abi.py;
+// the loader compares the two through wn_layout (wavenet_kernel.cpp) every time it loads the library.
+#pragma once
+#include <stdint.h>
+
+// ----------------------------------------------------------------------------------------------- packed matrices
+struct WNMatrix {            // a packed (rows x in) matrix: blocks of 8*ry rows, each (in, rows_in_block) contiguous
+    int64_t offset;          // into WNModel.weights (floats)
+    int32_t rows, in, ry;    // ry: 8-float vectors per full block
+    int32_t pad_;
+};
+
+struct WNModel {
+    int32_t n_layers, R, G, S, K, n_out, n_out_pad, head;   // head: 0 categorical, 1 mol, 2 gaussian
+    int32_t n_classes, n_mix, first_table, n_threads;
+    float res_scale, log_scale_min;
+    const int32_t* dilation;     // [L]
+    const int32_t* col0;         // [n_threads + 1]: thread t owns gate channels [col0[t], col0[t+1]) of G/2
+    const int32_t* row0;         // [n_threads + 1]: thread t owns rows [row0[t], row0[t+1]) of the first output layer
+    const WNMatrix* conv_a;      // [L][nt] thread t's rows of the tanh half of the dilated conv (K*R inputs, taps
+                                 //         oldest first)
+    const WNMatrix* conv_b;      // [L][nt] the same rows of the sigmoid half
+    const WNMatrix* skip;        // [L][nt] thread t's columns of the skip 1x1 (S x cols)
+    const WNMatrix* res;         // [L][nt] thread t's columns of the residual 1x1 (R x cols), pre-scaled by
+                                 //         res_scale; the last layer's is unused
+    const float* weights;
+    const float* res_bias;       // [L][R] pre-scaled by res_scale
+    const float* skip_bias;      // [S] sum over layers of the skip biases
+    const float* table;          // first_table: [K][n_classes][G]: tap j's conv weights times the embedding
+    const float* embed;          // categorical: [n_classes][R]; continuous: [2][R] (weight, bias of the 1x1)
+    const WNMatrix* out1;        // [nt] thread t's rows of the first output 1x1 (S x S, pre-scaled by skip_scale)
+    const WNMatrix* out2;        // [nt] thread t's columns of the second (n_out_pad x S)
+    const float* out1_bias;      // [S]
+    const float* out2_bias;      // [n_out_pad]
+    const int32_t* block;        // [L] steps per precomputed block of past taps (1: the layer is not blocked)
+    const WNMatrix* past_a;      // [L][nt] blocked layers: thread t's rows of the tanh half's past taps ((K-1)*R
+                                 //         inputs, oldest first); conv_a then holds only the current tap (R inputs)
+    const WNMatrix* past_b;      // [L][nt] the same for the sigmoid half
+};
+
+struct WNState {
+    float* rings;                // all layers' ring buffers, (slots_l, B, R) each, zero-initialised
+    const int64_t* ring_offset;  // [L]
+    int32_t* class_ring;         // first_table: ((K-1)*d0 + 1, B) classes of layer 0, -1 = before the start
+    int64_t* prev_class;         // [B] the last sample (categorical)
+    float* prev_value;           // [B] the last sample (continuous)
+    float* pre;                  // blocked layers' past-tap sums for the current block, (block_l, B, G) each
+    const int64_t* pre_offset;   // [L]
+    int64_t step;                // samples generated so far
+    int32_t batch;
+};
+
+// The layout and the names of the three structs above, for the loader to compare with abi.py (wavenet_kernel.cpp).
+extern "C" int64_t wn_layout(int64_t* out, int64_t n);
+extern "C" const char* wn_layout_names();
