@@ -23,6 +23,7 @@ from ..config import check_eval_mode, check_temperature
 from ..mulaw import mu_law_decode
 from ..nn.layers import ConvState
 from ..wavenet import WaveNet
+from .folding import cond_matrix, speaker_terms
 
 __all__ = [
     "UniformStream",
@@ -78,7 +79,6 @@ def _make_generator(seed: int | None, generator: torch.Generator | None) -> torc
     return g
 
 
-
 @dataclass
 class GenerationState:
     """Everything a generation carries from one sample to the next; owned by the caller.
@@ -113,7 +113,7 @@ class CachedGenerator:
         self.conditioned = model.config.cond_channels is not None or model.config.n_speakers is not None
         if model.config.cond_channels is not None:
             # (L·G, C_mel): all layers' 1×1 mel projections stacked, applied in one product per chunk
-            self.cond_weight = torch.cat([b.cond_proj.weight[:, :, 0] for b in blocks])
+            self.cond_weight = cond_matrix(blocks)
         self.n_layers, self.gate_channels = len(blocks), model.config.gate_channels
 
     def init_state(self, batch_size: int) -> GenerationState:
@@ -132,7 +132,7 @@ class CachedGenerator:
         if cond is not None:
             out = torch.einsum("oc,bct->bot", self.cond_weight, cond)
         if speaker_vec is not None:
-            g = torch.cat([b.speaker_proj(speaker_vec) for b in self.model.blocks], dim=1)  # (B, L·G, 1)
+            g = speaker_terms(self.model.blocks, speaker_vec)[:, :, None]  # (B, L·G, 1)
             out = g.expand(-1, -1, n_steps) if out is None else out + g
         B = out.shape[0]
         return out.view(B, self.n_layers, self.gate_channels, n_steps)

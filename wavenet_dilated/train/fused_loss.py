@@ -1,9 +1,9 @@
 """A faster teacher-forced forward for training on CPU: the same function as :meth:`WaveNet.forward`, as matrix products.
 
 :meth:`~wavenet_dilated.wavenet.WaveNet.forward` runs every layer as convolutions in the ``(B, C, T)`` layout: a dilated
-oneDNN convolution for the gate pre-activation and ``slow_conv2d`` for the 1×1s, which reach 14–17 GFLOP/s on the
-reference machine (one Zen-1 core) against ~30 for sgemm. Here the activations are time-major ``(B, T, C)`` so that
-every layer is two plain matrix products over all ``B·T`` samples at once:
+oneDNN convolution for the gate pre-activation and ``slow_conv2d`` for the 1×1s, both well below a plain sgemm on
+CPU. Here the activations are time-major ``(B, T, C)`` so that every layer is two plain matrix products over all
+``B·T`` samples at once:
 
 * ``[x(t − (k−1)d) … x(t)] @ W_convᵀ`` — the dilated conv in one product (the taps are shifted views of the
   left-padded input, concatenated), added to the layer's mel projection ``mel(t) @ W_melᵀ``; the mel projections of
@@ -13,11 +13,10 @@ every layer is two plain matrix products over all ``B·T`` samples at once:
   costs a transposed copy and a strided log-softmax).
 
 Same parameters (weight norm and dropout included), same outputs up to fp32 rounding (tested against
-:meth:`WaveNet.forward` for logits and gradients). Measured on the reference machine, one thread, medians of
-interleaved runs, ``model.loss`` → ``fused_loss``: ``ljspeech`` preset at 2 × 8192 samples, forward + backward
-15.9 → 15.0 s (−6 %; −4 % with the Adam step on a busier machine); ``demo`` preset at 4 × 4096 samples (the demo
-recipe's batch) 0.81 → 0.78 s (−4 %; −2 % with Adam, busier). Dropout draws its mask in the time-major layout, so
-with ``dropout > 0`` the random masks (not their distribution) differ from :meth:`WaveNet.forward`'s.
+:meth:`WaveNet.forward` for logits and gradients); the layers' matrices come from
+:mod:`wavenet_dilated.generation.folding`, the one place that turns the modules into matrices. Dropout draws its mask in
+the time-major layout, so with ``dropout > 0`` the random masks (not their distribution) differ from
+:meth:`WaveNet.forward`'s.
 
 Examples:
     >>> loss = fused_loss(model, audio, mel)     # instead of model.loss(audio, mel)
@@ -26,11 +25,19 @@ Examples:
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 
+from ..generation.folding import (
+    RES_SCALE,
+    cond_matrix,
+    conv_biases,
+    conv_matrix,
+    input_affine,
+    pointwise,
+    skip_residual,
+    speaker_terms,
+)
 from ..nn.heads import Categorical
 from ..wavenet import WaveNet
 
@@ -90,48 +97,44 @@ def _fused_logits(
     if model.head.quantized:
         x = model.embed(inputs)  # (B, T, R)
     else:
-        w = model.embed.weight[:, 0, 0]
-        x = inputs.to(w.dtype)[:, :, None] * w
-        if model.embed.bias is not None:
-            x = x + model.embed.bias
+        w, bias = input_affine(model)
+        x = inputs.to(w.dtype)[:, :, None] * w + bias
+    blocks = list(model.blocks)
+    G = model.config.gate_channels
+    mel_terms = _mel_projections(model, cond) if cond is not None else [None] * len(blocks)
+    spk_terms = speaker_terms(blocks, g).split(G, dim=1) if g is not None else [None] * len(blocks)
     skips = None
-    res_scale = math.sqrt(0.5)
-    mel_terms = _mel_projections(model, cond) if cond is not None else [None] * len(model.blocks)
-    for block, mel_term in zip(model.blocks, mel_terms):
+    for block, mel_term, spk_term in zip(blocks, mel_terms, spk_terms):
         conv = block.conv
         k, d = conv.kernel_size, conv.dilation
-        weight = conv.conv.weight.permute(0, 2, 1).reshape(conv.out_channels, -1)  # (G, k·R), taps oldest first
         xin = F.dropout(x, block.dropout, block.training)
         padded = F.pad(xin, (0, 0, conv.padding, 0))
         parts = [padded[:, j * d : j * d + T] for j in range(k)]
         taps = torch.cat(parts, dim=2) if len(parts) > 1 else parts[0]
         if mel_term is None:
-            h = F.linear(taps, weight, conv.conv.bias)
+            h = F.linear(taps, conv_matrix(block), conv.conv.bias)
         else:  # the mel projection (conv bias included) is the product's additive term
-            h = torch.addmm(mel_term, taps.reshape(B * T, -1), weight.T).view(B, T, -1)
-        if block.speaker_proj is not None:
-            h = h + block.speaker_proj(g)[:, None, :, 0]  # (B, 1, G)
+            h = torch.addmm(mel_term, taps.reshape(B * T, -1), conv_matrix(block).T).view(B, T, -1)
+        if spk_term is not None:
+            h = h + spk_term[:, None, :]  # (B, 1, G)
         a, b = h.chunk(2, dim=2)
         z = torch.tanh(a) * torch.sigmoid(b)
-        if block.residual is None:
-            s = F.linear(z, block.skip.weight[:, :, 0], block.skip.bias)
-        else:
-            w_sr = torch.cat([block.skip.weight[:, :, 0], block.residual.weight[:, :, 0]])
-            b_sr = None if block.skip.bias is None else torch.cat([block.skip.bias, block.residual.bias])
-            s, r = F.linear(z, w_sr, b_sr).split([c.skip_channels, c.residual_channels], dim=2)
-            x = (x + r) * res_scale
+        s = F.linear(z, *skip_residual(block))  # [skip | residual] in one product
+        if block.residual is not None:
+            s, r = s.split([c.skip_channels, c.residual_channels], dim=2)
+            x = (x + r) * RES_SCALE
         skips = s if skips is None else skips + s
-    hidden = F.relu(F.linear(F.relu(skips * model.skip_scale), model.out1.weight[:, :, 0], model.out1.bias))
-    return F.linear(hidden, model.out2.weight[:, :, 0], model.out2.bias)
+    hidden = F.relu(F.linear(F.relu(skips * model.skip_scale), *pointwise(model.out1)))
+    return F.linear(hidden, *pointwise(model.out2))
 
 
 def _mel_projections(model: WaveNet, cond: torch.Tensor) -> list[torch.Tensor]:
     """Each block's ``cond_proj(cond) + conv bias`` as ``(B·T, G)`` rows, from the upsampled mel ``(B, T, C_mel)``.
 
     Consecutive layers share one product ``cond @ [W_mel; …]ᵀ`` as long as their projections take at most
-    ``_MEL_PROJECTION_BYTES``: one wide product is faster than one per layer (``demo``: −3 % of a training step), but
-    all layers at once make a buffer of ``L·G`` columns per sample (``ljspeech``, 2 × 8192: 503 MB, and as much again
-    for its gradient) whose fresh pages cost more than the product saves (+9 %).
+    ``_MEL_PROJECTION_BYTES``: one wide product is faster than one per layer, but all layers at once make a buffer of
+    ``L·G`` columns per sample (``ljspeech``, 2 × 8192: 503 MB, and as much again for its gradient) whose fresh pages
+    cost more than the product saves.
     """
     B, T, _ = cond.shape
     rows = cond.reshape(B * T, -1)
@@ -141,7 +144,5 @@ def _mel_projections(model: WaveNet, cond: torch.Tensor) -> list[torch.Tensor]:
     out: list[torch.Tensor] = []
     for i in range(0, len(blocks), per_group):
         group = blocks[i : i + per_group]
-        weight = torch.cat([b.cond_proj.weight[:, :, 0] for b in group])  # (n·G, C_mel)
-        bias = torch.cat([b.conv.conv.bias for b in group]) if group[0].conv.conv.bias is not None else None
-        out += F.linear(rows, weight, bias).split(G, dim=1)
+        out += F.linear(rows, cond_matrix(group), conv_biases(group)).split(G, dim=1)
     return out

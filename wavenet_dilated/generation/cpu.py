@@ -1,0 +1,540 @@
+"""The compiled CPU loop: the folded weights packed for the kernel, the caller-owned :class:`FastState`, and
+:class:`FastGenerator`, which computes the same function as :class:`~.reference.CachedGenerator`.
+
+Per sample (compiled C++, :mod:`.kernel`, AVX2/FMA fp32, one call per slice of steps, no Python in the loop): per layer
+one pass over ``[W_a; W_b]`` (initialised with the additive term), the gate ``tanh(a)·σ(b)``, one pass over
+``[W_skip; W_res]``; then the two output 1×1s and inverse-CDF sampling with the pre-drawn uniforms of
+:class:`~.reference.UniformStream` (same block order, so the same seed gives the same samples as
+:func:`~.reference.generate`). With two threads each owns half the gate channels (those rows of the conv, those columns
+of the 1×1s); their partial residuals are summed after one spin barrier per layer (in thread order, so both get the same
+bits), the skip sums and logits after one more per sample. A second thread is used only while a core is idle
+(:class:`~.threads.ThreadChooser`).
+
+Per chunk of steps (one matrix product), the additive term of every layer's pre-activation,
+``W_mel c_t + W_spk g + b_conv`` ``(steps, B, L·G)``; for a model without mel it is one ``(B, L·G)`` term for all steps.
+
+Per block of steps (:func:`~.threads.auto_block`): a layer of dilation ``d`` reads its past taps at least ``d`` steps
+after they were made, so their products for the next ``n ≤ d`` steps are one matrix product when the block starts; the
+step then multiplies only the newest tap (same sums, another order).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..config import check_eval_mode, check_int, check_temperature
+from ..wavenet import WaveNet
+from . import kernel
+from . import reference as gen_mod
+from . import threads as _threads
+from .abi import Matrix as _Matrix
+from .abi import Model as _Model
+from .abi import State as _State
+from .folding import RES_SCALE, fold, polyphase_plan, speaker_terms
+from .reference import UniformStream
+
+__all__ = ["FastPathUnavailable", "FastState", "FastGenerator", "unsupported_reason"]
+
+_HEADS = {"categorical": 0, "mol": 1, "gaussian": 2}
+
+
+class FastPathUnavailable(RuntimeError):
+    """The fast path cannot run this model here; the message says why."""
+
+
+def unsupported_reason(model: WaveNet) -> str | None:
+    """Why the compiled CPU kernel cannot run ``model`` (``None`` when it can)."""
+    c = model.config
+    p = next(model.parameters())
+    if p.device.type != "cpu":
+        return f"the compiled kernel runs on CPU; the model is on {p.device}"
+    if p.dtype != torch.float32:
+        return f"the compiled kernel computes in float32; the model is {p.dtype}"
+    if c.output not in _HEADS:
+        return f"output {c.output!r} is not supported by the compiled kernel"
+    for name, value in (("residual_channels", c.residual_channels), ("skip_channels", c.skip_channels),
+                        ("gate_channels / 2", c.gate_channels // 2)):
+        if value % 8:
+            return f"the compiled kernel needs {name} to be a multiple of 8, found {value}"
+    if c.kernel_size > 8:
+        return f"the compiled kernel takes kernel_size <= 8, found {c.kernel_size}"
+    if model.training:
+        return "the model is in training mode"
+    return None
+
+
+# --------------------------------------------------------------------------------------------------- host weights
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    return np.ascontiguousarray(t.detach().to("cpu", torch.float32).numpy())
+
+
+@dataclass(frozen=True)
+class HostWeights:
+    """:class:`~.folding.StepWeights` as the kernel reads them: float32 numpy, contiguous (the last layer's residual
+    an empty ``(0, G/2)`` matrix); the conditioning weight and conv bias stay tensors (they feed ``torch.addmm``)."""
+
+    conv: list[np.ndarray]
+    skip: list[np.ndarray]
+    res: list[np.ndarray]
+    res_bias: np.ndarray
+    skip_bias: np.ndarray
+    cond_weight: torch.Tensor | None
+    conv_bias: torch.Tensor
+    table: np.ndarray | None
+    embed: np.ndarray
+    out1: np.ndarray
+    out1_bias: np.ndarray
+    out2: np.ndarray
+    out2_bias: np.ndarray
+
+
+def host_weights(model: WaveNet) -> HostWeights:
+    """:func:`~.folding.fold` with the first-layer tables, converted for the kernel."""
+    w = fold(model, tables=True)
+    half = model.config.gate_channels // 2
+    return HostWeights(
+        conv=[_np(m) for m in w.conv], skip=[_np(m) for m in w.skip],
+        res=[np.zeros((0, half), np.float32) if m is None else _np(m) for m in w.res],
+        res_bias=_np(w.res_bias), skip_bias=_np(w.skip_bias),
+        cond_weight=None if w.cond_weight is None else w.cond_weight.float().contiguous(),
+        conv_bias=w.conv_bias.contiguous(), table=None if w.table is None else _np(w.table), embed=_np(w.embed),
+        out1=_np(w.out1), out1_bias=_np(w.out1_bias), out2=_np(w.out2), out2_bias=_np(w.out2_bias),
+    )
+
+
+# --------------------------------------------------------------------------------------------------- packing
+
+
+def _ptr(a: np.ndarray | torch.Tensor | None) -> int | None:
+    if a is None:
+        return None
+    if isinstance(a, torch.Tensor):
+        return a.data_ptr()
+    return a.ctypes.data
+
+
+def _aligned(n: int, dtype=np.float32) -> np.ndarray:
+    """A zeroed 1-D array of ``n`` elements starting on a 64-byte boundary."""
+    item = np.dtype(dtype).itemsize
+    raw = np.zeros(n * item + 64, np.uint8)
+    start = (-raw.ctypes.data) % 64
+    return raw[start : start + n * item].view(dtype)
+
+
+def _split8(n: int, parts: int) -> np.ndarray:
+    """``parts + 1`` boundaries splitting ``range(n)`` (a multiple of 8) into near-equal multiples of 8."""
+    units = n // 8
+    return np.array([8 * (units * t // parts) for t in range(parts + 1)], np.int32)
+
+
+class _Stream:
+    """One float32 stream of packed matrices: each in blocks of ``8·ry`` rows stored input-major, 64-byte aligned."""
+
+    def __init__(self) -> None:
+        self.pieces: list[np.ndarray] = []
+        self.size = 0
+
+    def pack(self, w: np.ndarray, ry: int) -> _Matrix:
+        rows, n_in = w.shape
+        assert rows % 8 == 0, rows
+        rb = 8 * ry
+        m = _Matrix(self.size, rows, n_in, ry, 0)
+        for r0 in range(0, rows, rb):
+            block = np.ascontiguousarray(w[r0 : r0 + rb].T)  # (in, rows in block)
+            self.pieces.append(block.reshape(-1))
+            self.size += block.size
+        pad = (-self.size) % 16  # keep every matrix 64-byte aligned
+        if pad:
+            self.pieces.append(np.zeros(pad, np.float32))
+            self.size += pad
+        return m
+
+    def array(self) -> np.ndarray:
+        out = _aligned(self.size)
+        np.concatenate(self.pieces, out=out)
+        return out
+
+
+_NONE = (0, 0, 0, 1, 0)  # an empty matrix (a layer without residual or without blocked past taps)
+
+
+class _Packed:
+    """Weights packed for one row-block size, thread count and block limit, and the ctypes model struct pointing into
+    them.
+
+    Thread ``t`` owns gate channels ``[col0[t], col0[t+1])``: those rows of both conv halves and those columns of the
+    skip and residual 1×1s; and rows ``[row0[t], row0[t+1])`` of the first output 1×1 with the matching columns of the
+    second.
+    """
+
+    def __init__(self, folded: HostWeights, model: WaveNet, ry: int, n_threads: int, block: int) -> None:
+        c = model.config
+        self.folded = folded
+        self.block = _threads.past_blocks(c.dilations, c.kernel_size, folded.table is not None, block)
+        self.col0, self.row0 = _split8(c.gate_channels // 2, n_threads), _split8(c.skip_channels, n_threads)
+        n_out = folded.out2.shape[0]
+        self.n_out_pad = -(-n_out // 8) * 8
+        self.out2_bias = np.zeros(self.n_out_pad, np.float32)
+        self.out2_bias[:n_out] = folded.out2_bias
+        stream = _Stream()
+        mats = self._pack_steps(stream, c, ry, n_threads)
+        mats.update(self._pack_past(stream, c, n_threads))
+        self.weights = stream.array()
+        self.dilation = np.asarray(c.dilations, np.int32)
+        L = c.n_layers
+        order = [("a", L), ("b", L), ("s", L), ("r", L), ("o1", 1), ("o2", 1), ("pa", L), ("pb", L)]
+        self._structs = [(_Matrix * (n * n_threads))(*[mats[k, i, t] for i in range(n) for t in range(n_threads)])
+                         for k, n in order]
+        self.struct = self._model_struct(model, n_threads)
+
+    def _pack_steps(self, stream: _Stream, c, ry: int, n_threads: int) -> dict:
+        """The per-step matrices, each thread's in one contiguous stream in the order it reads them (the prefetcher's
+        best case)."""
+        f, H, K, R = self.folded, c.gate_channels // 2, c.kernel_size, c.residual_channels
+        out2 = np.zeros((self.n_out_pad, f.out2.shape[1]), np.float32)
+        out2[: f.out2.shape[0]] = f.out2
+        mats = {}
+        for t in range(n_threads):
+            a, b = self.col0[t], self.col0[t + 1]
+            for i in range(c.n_layers):
+                cur = slice((K - 1) * R, None) if self.block[i] > 1 else slice(None)  # blocked: the current tap only
+                mats["a", i, t] = stream.pack(f.conv[i][a:b, cur], ry)
+                mats["b", i, t] = stream.pack(f.conv[i][H + a : H + b, cur], ry)
+                mats["s", i, t] = stream.pack(f.skip[i][:, a:b], ry)
+                rs = f.res[i]
+                mats["r", i, t] = stream.pack(rs[:, a:b], ry) if rs.shape[0] else _Matrix(0, 0, b - a, 1, 0)
+            mats["o1", 0, t] = stream.pack(f.out1[self.row0[t] : self.row0[t + 1]], ry)
+            mats["o2", 0, t] = stream.pack(out2[:, self.row0[t] : self.row0[t + 1]], ry)
+        return mats
+
+    def _pack_past(self, stream: _Stream, c, n_threads: int) -> dict:
+        """The past taps of blocked layers, read once per block: after the per-step stream, in ``PAST_RY``-row blocks
+        (more columns per pass over a block of rows)."""
+        H, K, R = c.gate_channels // 2, c.kernel_size, c.residual_channels
+        mats = {}
+        for t in range(n_threads):
+            a, b = self.col0[t], self.col0[t + 1]
+            for i in range(c.n_layers):
+                past = self.folded.conv[i][:, : (K - 1) * R]
+                if self.block[i] > 1:
+                    mats["pa", i, t] = stream.pack(past[a:b], _threads.PAST_RY)
+                    mats["pb", i, t] = stream.pack(past[H + a : H + b], _threads.PAST_RY)
+                else:
+                    mats["pa", i, t] = mats["pb", i, t] = _Matrix(*_NONE)
+        return mats
+
+    def _model_struct(self, model: WaveNet, n_threads: int) -> _Model:
+        c, f, head = model.config, self.folded, model.head
+        conv_a, conv_b, skip, res, out1, out2, past_a, past_b = (ctypes.addressof(a) for a in self._structs)
+        return _Model(
+            n_layers=c.n_layers, R=c.residual_channels, G=c.gate_channels, S=c.skip_channels, K=c.kernel_size,
+            n_out=f.out2.shape[0], n_out_pad=self.n_out_pad, head=_HEADS[c.output], n_classes=c.n_classes,
+            n_mix=c.n_mixtures, first_table=int(f.table is not None), n_threads=n_threads,
+            res_scale=RES_SCALE, log_scale_min=float(getattr(head, "log_scale_min", 0.0)),
+            dilation=_ptr(self.dilation), col0=_ptr(self.col0), row0=_ptr(self.row0),
+            conv_a=conv_a, conv_b=conv_b, skip=skip, res=res, weights=_ptr(self.weights),
+            res_bias=_ptr(f.res_bias), skip_bias=_ptr(f.skip_bias), table=_ptr(f.table), embed=_ptr(f.embed),
+            out1=out1, out2=out2, out1_bias=_ptr(f.out1_bias), out2_bias=_ptr(self.out2_bias), block=_ptr(self.block),
+            past_a=past_a, past_b=past_b,
+        )
+
+
+# --------------------------------------------------------------------------------------------------- state
+
+
+@dataclass
+class FastState:
+    """Everything a fast generation carries from one sample to the next; owned by the caller.
+
+    Attributes:
+        rings: all layers' ring buffers ``(slots_l, B, R)`` flattened (fp32, zero = silence before the start).
+        ring_offset: ``(L,)`` where each layer's ring starts in ``rings``.
+        class_ring: the first layer's past input classes ``((K−1)·d_0 + 1, B)`` (categorical), −1 before the start.
+        prev_class / prev_value: ``(B,)`` the last sample (the next step's input), for a categorical / continuous head.
+        pre / pre_offset: blocked layers' past-tap products for the current block, ``(block_l, B, G)`` each, and where
+            each starts in ``pre`` (see :func:`~.threads.past_blocks`).
+        step: samples generated so far.
+    """
+
+    rings: np.ndarray
+    ring_offset: np.ndarray
+    class_ring: np.ndarray
+    prev_class: np.ndarray
+    prev_value: np.ndarray
+    pre: np.ndarray
+    pre_offset: np.ndarray
+    batch: int
+    quantized: bool
+    step: int = 0
+
+    @property
+    def previous(self) -> torch.Tensor:
+        """``(B,)`` the last sample: int64 classes (categorical) or float32 values."""
+        return torch.from_numpy((self.prev_class if self.quantized else self.prev_value).copy())
+
+    def _struct(self) -> _State:
+        return _State(rings=_ptr(self.rings), ring_offset=_ptr(self.ring_offset), class_ring=_ptr(self.class_ring),
+                      prev_class=_ptr(self.prev_class), prev_value=_ptr(self.prev_value), pre=_ptr(self.pre),
+                      pre_offset=_ptr(self.pre_offset), step=self.step, batch=self.batch)
+
+
+def _offsets(sizes: list[int]) -> np.ndarray:
+    """Where each of consecutive pieces of ``sizes`` starts."""
+    out = np.zeros(len(sizes), np.int64)
+    out[1:] = np.cumsum(sizes)[:-1]
+    return out
+
+
+# --------------------------------------------------------------------------------------------------- generator
+
+
+class FastGenerator:
+    """Compiled-loop WaveNet generation on CPU; same samples as :class:`~.reference.CachedGenerator`.
+
+    Args:
+        model: a :class:`~wavenet_dilated.wavenet.WaveNet` in eval mode, fp32, on CPU. The weights are folded and
+            copied at construction (shared with other generators of the same model while its weights are unchanged):
+            build a new generator after changing the model.
+        threads: threads of the compiled loop; they split the gate channels and meet at a barrier once per layer.
+            ``None`` (default) chooses between 1 and ``min(2, torch.get_num_threads())`` as it runs: two only
+            while a core is idle and two measure faster (see :class:`~.threads.ThreadChooser`).
+        block: at most this many steps' products of the past taps (all but the newest) are made at once, one matrix
+            product per layer and block instead of one pass over those weights per step (``1``: off). ``None``
+            (default): :func:`~.threads.auto_block`.
+
+    Raises:
+        FastPathUnavailable: the kernel cannot be built or loaded here, or the model is not supported (see
+            :func:`unsupported_reason`).
+
+    Examples:
+        >>> gen = FastGenerator(model)
+        >>> state = gen.init_state(batch_size=2)
+        >>> samples = gen.run(state, 100, UniformStream(2, 1, torch.Generator().manual_seed(0)))   # (2, 100)
+    """
+
+    #: steps per kernel call when the thread count is chosen as it runs
+    SLICE = 256
+    #: steps of a call that measures a thread count (:meth:`~.threads.ThreadChooser.measuring`); short, so that a
+    #: measurement at the slower choice costs little
+    PROBE_SLICE = 64
+
+    def __init__(self, model: WaveNet, threads: int | None = None, block: int | None = None) -> None:
+        check_eval_mode(model)
+        reason = unsupported_reason(model)
+        if reason is not None:
+            raise FastPathUnavailable(reason)
+        try:
+            self._lib = kernel.load_kernel()
+        except kernel.KernelUnavailable as err:
+            raise FastPathUnavailable(str(err)) from None
+        check_int("threads", threads, 1, 64, optional=True)
+        check_int("block", block, 1, optional=True)
+        self.model, self.threads, self.block = model, threads, block
+        self._max_threads = _threads.max_threads() if threads is None else threads
+        self.config = model.config
+        self._prepared = _threads.prepared(model, host_weights)
+        self.folded = self._prepared.folded
+        self._packed = self._prepared.packed
+        self._polyphase = polyphase_plan(model)
+        if self.folded.cond_weight is not None:
+            self._cond_weight_t = self.folded.cond_weight.T.contiguous()  # (C_mel, L·G)
+
+    def _chooser(self, batch: int) -> _threads.ThreadChooser:
+        return self._prepared.chooser(batch, self._max_threads)
+
+    def block_for(self, batch: int) -> int:
+        """The past-tap block limit used for a batch size (the ``block`` argument, or :func:`~.threads.auto_block`)."""
+        return self.block if self.block is not None else _threads.auto_block(self.config, batch)
+
+    def _pack(self, batch: int, n_threads: int) -> _Packed:
+        key = (_threads.rows_per_block(batch), n_threads, self.block_for(batch))
+        if key not in self._packed:
+            self._packed[key] = _Packed(self.folded, self.model, key[0], n_threads, key[2])
+        return self._packed[key]
+
+    # ------------------------------------------------------------------ state and conditioning
+    def init_state(self, batch_size: int) -> FastState:
+        """A zeroed state for ``batch_size`` rows: as if the signal were preceded by silence."""
+        c = self.config
+        slots = [(c.kernel_size - 1) * d + 1 for d in c.dilations]
+        sizes = [s * batch_size * c.residual_channels for s in slots]
+        head = self.model.head
+        first_table = self.folded.table is not None
+        blocks = _threads.past_blocks(c.dilations, c.kernel_size, first_table, self.block_for(batch_size))
+        pre_sizes = [int(n) * batch_size * c.gate_channels if n > 1 else 0 for n in blocks]
+        return FastState(
+            rings=_aligned(int(sum(sizes))), ring_offset=_offsets(sizes),
+            pre=_aligned(max(1, int(sum(pre_sizes)))), pre_offset=_offsets(pre_sizes),
+            class_ring=np.full((slots[0], batch_size), -1, np.int32),
+            prev_class=np.full(batch_size, head.silence() if head.quantized else 0, np.int64),
+            prev_value=np.full(batch_size, 0.0 if head.quantized else head.silence(), np.float32),
+            batch=batch_size, quantized=head.quantized,
+        )
+
+    def constant_term(self, speaker_vec: torch.Tensor | None, batch: int) -> torch.Tensor:
+        """``(B, L·G)``: conv biases plus the speaker projections (the part of the additive term that is constant)."""
+        term = self.folded.conv_bias.expand(batch, -1)
+        if speaker_vec is not None:
+            term = term + speaker_terms(self.model.blocks, speaker_vec).float()
+        return term.contiguous()
+
+    def project(self, cond: torch.Tensor | None, constant: torch.Tensor, n_steps: int) -> tuple[torch.Tensor, int]:
+        """The additive term for ``n_steps`` steps: ``(n, B, L·G)`` from ``cond (B, C_mel, n)``, or the constant
+        ``(B, L·G)`` with stride 0 when the model has no mel. Returns (term, floats per step)."""
+        if cond is None or self.folded.cond_weight is None:
+            return constant, 0
+        B = cond.shape[0]
+        x = cond.permute(2, 0, 1).reshape(n_steps * B, -1).float()  # (n·B, C_mel)
+        out = torch.addmm(constant.repeat(n_steps, 1), x, self.folded.cond_weight.T)  # (n·B, L·G)
+        return out, B * constant.shape[1]
+
+    def project_frames(self, frames: torch.Tensor, first: int, n_steps: int, constant: torch.Tensor) -> torch.Tensor:
+        """The additive term ``(n, B·L·G)`` of steps ``[first, first + n)`` from the conditioning at frame rate.
+
+        ``frames (B, C_mel, F)`` is the mel after the model's mel context (before upsampling). The projection is linear
+        and acts per time step while the upsampler is linear and acts per channel along time, so they commute: project
+        the few frames that matter (``L·G × C_mel`` per frame instead of per sample), then upsample the projection with
+        the kernel's ``wn_polyphase`` (3 multiply-adds per output value per stage). Exact up to float rounding.
+        """
+        plan = self._polyphase
+        assert plan is not None and self.folded.cond_weight is not None
+        B, C, F_ = frames.shape
+        width = B * constant.shape[1]
+        lens = [F_]
+        for s, _ in plan:
+            lens.append(lens[-1] * s)
+        ranges = [(0, 0)] * len(lens)
+        ranges[-1] = (first, first + n_steps)
+        for i in range(len(plan), 0, -1):  # the inputs each stage needs: n // s − 1 … n // s + 1, within the sequence
+            s, (lo, hi) = plan[i - 1][0], ranges[i]
+            ranges[i - 1] = (max(0, lo // s - 1), min(lens[i - 1], (hi - 1) // s + 2))
+        lo0, hi0 = ranges[0]
+        x_in = frames[:, :, lo0:hi0].permute(2, 0, 1).reshape((hi0 - lo0) * B, C).float().contiguous()
+        lg = self.folded.cond_weight.shape[0]
+        x = torch.empty(hi0 - lo0, width)  # rows (frame, batch) → (n_frames, B·L·G)
+        self._lib.wn_project(x_in.data_ptr(), x_in.shape[0], C, self._cond_weight_t.data_ptr(), lg, x.data_ptr())
+        for i, (s, a) in enumerate(plan):
+            (lo_in, hi_in), (lo_out, hi_out) = ranges[i], ranges[i + 1]
+            y = torch.empty(hi_out - lo_out, width)
+            last = i == len(plan) - 1
+            self._lib.wn_polyphase(x.data_ptr(), lo_in, hi_in - lo_in, lens[i], width, s, a.ctypes.data, lo_out,
+                                   hi_out - lo_out, constant.data_ptr() if last else None, y.data_ptr())
+            x = y
+        return x
+
+    def _terms(self, first: int, n_steps: int, constant: torch.Tensor, cond: torch.Tensor | None,
+               frames: torch.Tensor | None):
+        """Yield ``(start, n, term, floats per step)`` chunk by chunk; a chunk's term is at most 2^24 floats."""
+        width = constant.numel()
+        chunk = max(16, min(gen_mod.COND_CHUNK, (1 << 24) // max(width, 1)))
+        if self.folded.cond_weight is None:
+            cond = frames = None
+            chunk = gen_mod.COND_CHUNK
+        for start in range(0, n_steps, chunk):
+            n = min(chunk, n_steps - start)
+            if frames is not None:
+                yield start, n, self.project_frames(frames, first + start, n, constant), width
+            elif cond is not None:
+                term, stride = self.project(cond[:, :, start : start + n], constant, n)
+                yield start, n, term, stride
+            else:
+                yield start, n, constant, 0
+
+    def _conditioning(self, cond: torch.Tensor | None, frames: torch.Tensor | None) -> tuple:
+        if frames is not None and self._polyphase is None:
+            cond, frames = self.model.upsampler(frames), None  # a non-standard upsampler: project every sample
+        return cond, frames
+
+    # ------------------------------------------------------------------ the loop
+    def _call(self, state: FastState, n: int, term: torch.Tensor, stride: int, uniforms: torch.Tensor | None,
+              temperature: float, forced: torch.Tensor | None, samples: torch.Tensor | None,
+              logits: torch.Tensor | None) -> None:
+        """Run ``n`` steps; ``term`` holds ``n`` steps (or one, ``stride`` 0), the other arrays ``n`` rows."""
+        head = self.model.head
+        B = state.batch
+        start = 0
+        while start < n:
+            chooser = None if self.threads is not None else self._chooser(B)
+            n_threads = self.threads if chooser is None else chooser.pick()
+            # a slice that measures a thread count for the first time or re-measures the slower one is short: at the
+            # slower choice it costs little
+            size = n if chooser is None else min(self.SLICE, self.PROBE_SLICE) if chooser.measuring(n_threads) else \
+                self.SLICE
+            k = min(size, n - start)
+            packed = self._pack(B, n_threads)
+            st = state._struct()
+
+            def at(a: torch.Tensor | None, per_step: int, start: int = start) -> int | None:
+                return None if a is None else a.data_ptr() + start * per_step * a.element_size()
+
+            t0 = time.perf_counter()
+            rc = self._lib.wn_run(
+                ctypes.byref(packed.struct), ctypes.byref(st), k, at(term, stride), stride,
+                at(uniforms, B * head.n_uniforms), head.n_uniforms, float(temperature), at(forced, B), at(samples, B),
+                at(logits, B * head.out_channels),
+            )
+            if rc != 0:
+                raise MemoryError("the fast-generation kernel could not allocate its scratch memory or threads")
+            if chooser is not None:
+                chooser.record(n_threads, (time.perf_counter() - t0) / k)
+            state.step = st.step
+            start += k
+
+    def run(
+        self,
+        state: FastState,
+        n_steps: int,
+        uniforms: UniformStream,
+        cond: torch.Tensor | None = None,
+        speaker_vec: torch.Tensor | None = None,
+        temperature: float = 1.0,
+        progress: tqdm | None = None,
+        frames: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Generate ``n_steps`` samples ``(B, n_steps)``, continuing ``state``.
+
+        Conditioning (mel models), one of: ``cond (B, C_mel, n_steps)`` the upsampled mel for exactly these steps, or
+        (faster) ``frames (B, C_mel, F)`` the whole utterance's mel after the model's mel context, at frame rate; step
+        ``state.step + i`` then reads upsampled position ``state.step + i``.
+        """
+        check_temperature(temperature)
+        head = self.model.head
+        B = state.batch
+        constant = self.constant_term(speaker_vec, B)
+        cond, frames = self._conditioning(cond, frames)
+        if frames is not None and state.step + n_steps > frames.shape[2] * self.config.hop_length:
+            raise ValueError(f"steps up to {state.step + n_steps} exceed what the mel covers "
+                             f"({frames.shape[2] * self.config.hop_length})")
+        dtype = torch.int64 if head.quantized else torch.float32
+        out = torch.empty(n_steps, B, dtype=dtype)
+        for start, n, term, stride in self._terms(state.step, n_steps, constant, cond, frames):
+            u = uniforms.take(n).float().contiguous()
+            self._call(state, n, term, stride, u, temperature, None, out[start:], None)
+            if progress is not None:
+                progress.update(n)
+        return out.T.contiguous()
+
+    def logits(self, inputs: torch.Tensor, cond: torch.Tensor | None = None,
+               speaker_vec: torch.Tensor | None = None, frames: torch.Tensor | None = None) -> torch.Tensor:
+        """Teacher-forced logits ``(B, out, T)`` of ``inputs (B, T)``, one compiled step at a time from a fresh state
+        (conditioning as in :meth:`run`)."""
+        B, T = inputs.shape
+        state = self.init_state(B)
+        constant = self.constant_term(speaker_vec, B)
+        cond, frames = self._conditioning(cond, frames)
+        n_out = self.model.head.out_channels
+        out = torch.empty(T, B, n_out)
+        forced_all = inputs.T.contiguous()
+        if not self.model.head.quantized:
+            forced_all = forced_all.float()
+        for start, n, term, stride in self._terms(0, T, constant, cond, frames):
+            self._call(state, n, term, stride, None, 1.0, forced_all[start : start + n], None, out[start:])
+        return out.permute(1, 2, 0).contiguous()
