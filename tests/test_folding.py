@@ -15,8 +15,8 @@ import torch
 from tests._models import MEL, SPEAKER, tiny_model
 from wavenet_dilated.generation import folding
 from wavenet_dilated.generation import reference as G
-from wavenet_dilated.generation.cpu import host_weights
 from wavenet_dilated.generation.cuda_graph import CudaGraphGenerator
+from wavenet_dilated.generation.packing import host_weights
 from wavenet_dilated.train.fused_loss import fused_forward, fused_loss
 
 EPS32 = torch.finfo(torch.float32).eps

@@ -9,8 +9,8 @@ Modules (import the one you need; this ``__init__`` imports none of them, so imp
 * :mod:`.folding` — the one weight folding: a WaveNet's layers as plain matrices (weight norm evaluated, biases, the
   √½ residual scale, ``skip_scale``, the first layer's per-class tables), for every fast path and the fused loss.
 * :mod:`.fast` — backend choice and the entry points :func:`~.fast.fast_generate`, :func:`~.fast.fast_logits`.
-* :mod:`.cpu` — the compiled CPU loop: weights packed for the kernel, :class:`~.cpu.FastState`,
-  :class:`~.cpu.FastGenerator`.
+* :mod:`.cpu` — the compiled CPU loop: :class:`~.cpu.FastState`, :class:`~.cpu.FastGenerator`.
+* :mod:`.packing` — the folded weights as fp32 host arrays and packed into the kernel's aligned weight stream.
 * :mod:`.threads` — tuning that loop to the machine: past-tap blocks, thread counts, the per-model prepared weights.
 * :mod:`.cuda_graph` — :class:`~.cuda_graph.CudaGraphGenerator`, the step captured in a CUDA graph.
 * :mod:`.kernel`, :mod:`.abi`, ``csrc/`` — building and loading the C++ kernel; its structs' ctypes mirror.

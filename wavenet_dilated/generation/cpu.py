@@ -33,16 +33,12 @@ from ..wavenet import WaveNet
 from . import kernel
 from . import reference as gen_mod
 from . import threads as _threads
-from .abi import Matrix as _Matrix
-from .abi import Model as _Model
 from .abi import State as _State
-from .folding import RES_SCALE, fold, polyphase_plan, speaker_terms
+from .folding import polyphase_plan, speaker_terms
+from .packing import HEADS, Packed, aligned, host_weights, ptr
 from .reference import UniformStream
 
 __all__ = ["FastPathUnavailable", "FastState", "FastGenerator", "unsupported_reason"]
-
-_HEADS = {"categorical": 0, "mol": 1, "gaussian": 2}
-
 
 class FastPathUnavailable(RuntimeError):
     """The fast path cannot run this model here; the message says why."""
@@ -56,7 +52,7 @@ def unsupported_reason(model: WaveNet) -> str | None:
         return f"the compiled kernel runs on CPU; the model is on {p.device}"
     if p.dtype != torch.float32:
         return f"the compiled kernel computes in float32; the model is {p.dtype}"
-    if c.output not in _HEADS:
+    if c.output not in HEADS:
         return f"output {c.output!r} is not supported by the compiled kernel"
     for name, value in (("residual_channels", c.residual_channels), ("skip_channels", c.skip_channels),
                         ("gate_channels / 2", c.gate_channels // 2)):
@@ -67,184 +63,6 @@ def unsupported_reason(model: WaveNet) -> str | None:
     if model.training:
         return "the model is in training mode"
     return None
-
-
-# --------------------------------------------------------------------------------------------------- host weights
-
-
-def _np(t: torch.Tensor) -> np.ndarray:
-    return np.ascontiguousarray(t.detach().to("cpu", torch.float32).numpy())
-
-
-@dataclass(frozen=True)
-class HostWeights:
-    """:class:`~.folding.StepWeights` as the kernel reads them: float32 numpy, contiguous (the last layer's residual
-    an empty ``(0, G/2)`` matrix); the conditioning weight and conv bias stay tensors (they feed ``torch.addmm``)."""
-
-    conv: list[np.ndarray]
-    skip: list[np.ndarray]
-    res: list[np.ndarray]
-    res_bias: np.ndarray
-    skip_bias: np.ndarray
-    cond_weight: torch.Tensor | None
-    conv_bias: torch.Tensor
-    table: np.ndarray | None
-    embed: np.ndarray
-    out1: np.ndarray
-    out1_bias: np.ndarray
-    out2: np.ndarray
-    out2_bias: np.ndarray
-
-
-def host_weights(model: WaveNet) -> HostWeights:
-    """:func:`~.folding.fold` with the first-layer tables, converted for the kernel."""
-    w = fold(model, tables=True)
-    half = model.config.gate_channels // 2
-    return HostWeights(
-        conv=[_np(m) for m in w.conv], skip=[_np(m) for m in w.skip],
-        res=[np.zeros((0, half), np.float32) if m is None else _np(m) for m in w.res],
-        res_bias=_np(w.res_bias), skip_bias=_np(w.skip_bias),
-        cond_weight=None if w.cond_weight is None else w.cond_weight.float().contiguous(),
-        conv_bias=w.conv_bias.contiguous(), table=None if w.table is None else _np(w.table), embed=_np(w.embed),
-        out1=_np(w.out1), out1_bias=_np(w.out1_bias), out2=_np(w.out2), out2_bias=_np(w.out2_bias),
-    )
-
-
-# --------------------------------------------------------------------------------------------------- packing
-
-
-def _ptr(a: np.ndarray | torch.Tensor | None) -> int | None:
-    if a is None:
-        return None
-    if isinstance(a, torch.Tensor):
-        return a.data_ptr()
-    return a.ctypes.data
-
-
-def _aligned(n: int, dtype=np.float32) -> np.ndarray:
-    """A zeroed 1-D array of ``n`` elements starting on a 64-byte boundary."""
-    item = np.dtype(dtype).itemsize
-    raw = np.zeros(n * item + 64, np.uint8)
-    start = (-raw.ctypes.data) % 64
-    return raw[start : start + n * item].view(dtype)
-
-
-def _split8(n: int, parts: int) -> np.ndarray:
-    """``parts + 1`` boundaries splitting ``range(n)`` (a multiple of 8) into near-equal multiples of 8."""
-    units = n // 8
-    return np.array([8 * (units * t // parts) for t in range(parts + 1)], np.int32)
-
-
-class _Stream:
-    """One float32 stream of packed matrices: each in blocks of ``8·ry`` rows stored input-major, 64-byte aligned."""
-
-    def __init__(self) -> None:
-        self.pieces: list[np.ndarray] = []
-        self.size = 0
-
-    def pack(self, w: np.ndarray, ry: int) -> _Matrix:
-        rows, n_in = w.shape
-        assert rows % 8 == 0, rows
-        rb = 8 * ry
-        m = _Matrix(self.size, rows, n_in, ry, 0)
-        for r0 in range(0, rows, rb):
-            block = np.ascontiguousarray(w[r0 : r0 + rb].T)  # (in, rows in block)
-            self.pieces.append(block.reshape(-1))
-            self.size += block.size
-        pad = (-self.size) % 16  # keep every matrix 64-byte aligned
-        if pad:
-            self.pieces.append(np.zeros(pad, np.float32))
-            self.size += pad
-        return m
-
-    def array(self) -> np.ndarray:
-        out = _aligned(self.size)
-        np.concatenate(self.pieces, out=out)
-        return out
-
-
-_NONE = (0, 0, 0, 1, 0)  # an empty matrix (a layer without residual or without blocked past taps)
-
-
-class _Packed:
-    """Weights packed for one row-block size, thread count and block limit, and the ctypes model struct pointing into
-    them.
-
-    Thread ``t`` owns gate channels ``[col0[t], col0[t+1])``: those rows of both conv halves and those columns of the
-    skip and residual 1×1s; and rows ``[row0[t], row0[t+1])`` of the first output 1×1 with the matching columns of the
-    second.
-    """
-
-    def __init__(self, folded: HostWeights, model: WaveNet, ry: int, n_threads: int, block: int) -> None:
-        c = model.config
-        self.folded = folded
-        self.block = _threads.past_blocks(c.dilations, c.kernel_size, folded.table is not None, block)
-        self.col0, self.row0 = _split8(c.gate_channels // 2, n_threads), _split8(c.skip_channels, n_threads)
-        n_out = folded.out2.shape[0]
-        self.n_out_pad = -(-n_out // 8) * 8
-        self.out2_bias = np.zeros(self.n_out_pad, np.float32)
-        self.out2_bias[:n_out] = folded.out2_bias
-        stream = _Stream()
-        mats = self._pack_steps(stream, c, ry, n_threads)
-        mats.update(self._pack_past(stream, c, n_threads))
-        self.weights = stream.array()
-        self.dilation = np.asarray(c.dilations, np.int32)
-        L = c.n_layers
-        order = [("a", L), ("b", L), ("s", L), ("r", L), ("o1", 1), ("o2", 1), ("pa", L), ("pb", L)]
-        self._structs = [(_Matrix * (n * n_threads))(*[mats[k, i, t] for i in range(n) for t in range(n_threads)])
-                         for k, n in order]
-        self.struct = self._model_struct(model, n_threads)
-
-    def _pack_steps(self, stream: _Stream, c, ry: int, n_threads: int) -> dict:
-        """The per-step matrices, each thread's in one contiguous stream in the order it reads them (the prefetcher's
-        best case)."""
-        f, H, K, R = self.folded, c.gate_channels // 2, c.kernel_size, c.residual_channels
-        out2 = np.zeros((self.n_out_pad, f.out2.shape[1]), np.float32)
-        out2[: f.out2.shape[0]] = f.out2
-        mats = {}
-        for t in range(n_threads):
-            a, b = self.col0[t], self.col0[t + 1]
-            for i in range(c.n_layers):
-                cur = slice((K - 1) * R, None) if self.block[i] > 1 else slice(None)  # blocked: the current tap only
-                mats["a", i, t] = stream.pack(f.conv[i][a:b, cur], ry)
-                mats["b", i, t] = stream.pack(f.conv[i][H + a : H + b, cur], ry)
-                mats["s", i, t] = stream.pack(f.skip[i][:, a:b], ry)
-                rs = f.res[i]
-                mats["r", i, t] = stream.pack(rs[:, a:b], ry) if rs.shape[0] else _Matrix(0, 0, b - a, 1, 0)
-            mats["o1", 0, t] = stream.pack(f.out1[self.row0[t] : self.row0[t + 1]], ry)
-            mats["o2", 0, t] = stream.pack(out2[:, self.row0[t] : self.row0[t + 1]], ry)
-        return mats
-
-    def _pack_past(self, stream: _Stream, c, n_threads: int) -> dict:
-        """The past taps of blocked layers, read once per block: after the per-step stream, in ``PAST_RY``-row blocks
-        (more columns per pass over a block of rows)."""
-        H, K, R = c.gate_channels // 2, c.kernel_size, c.residual_channels
-        mats = {}
-        for t in range(n_threads):
-            a, b = self.col0[t], self.col0[t + 1]
-            for i in range(c.n_layers):
-                past = self.folded.conv[i][:, : (K - 1) * R]
-                if self.block[i] > 1:
-                    mats["pa", i, t] = stream.pack(past[a:b], _threads.PAST_RY)
-                    mats["pb", i, t] = stream.pack(past[H + a : H + b], _threads.PAST_RY)
-                else:
-                    mats["pa", i, t] = mats["pb", i, t] = _Matrix(*_NONE)
-        return mats
-
-    def _model_struct(self, model: WaveNet, n_threads: int) -> _Model:
-        c, f, head = model.config, self.folded, model.head
-        conv_a, conv_b, skip, res, out1, out2, past_a, past_b = (ctypes.addressof(a) for a in self._structs)
-        return _Model(
-            n_layers=c.n_layers, R=c.residual_channels, G=c.gate_channels, S=c.skip_channels, K=c.kernel_size,
-            n_out=f.out2.shape[0], n_out_pad=self.n_out_pad, head=_HEADS[c.output], n_classes=c.n_classes,
-            n_mix=c.n_mixtures, first_table=int(f.table is not None), n_threads=n_threads,
-            res_scale=RES_SCALE, log_scale_min=float(getattr(head, "log_scale_min", 0.0)),
-            dilation=_ptr(self.dilation), col0=_ptr(self.col0), row0=_ptr(self.row0),
-            conv_a=conv_a, conv_b=conv_b, skip=skip, res=res, weights=_ptr(self.weights),
-            res_bias=_ptr(f.res_bias), skip_bias=_ptr(f.skip_bias), table=_ptr(f.table), embed=_ptr(f.embed),
-            out1=out1, out2=out2, out1_bias=_ptr(f.out1_bias), out2_bias=_ptr(self.out2_bias), block=_ptr(self.block),
-            past_a=past_a, past_b=past_b,
-        )
 
 
 # --------------------------------------------------------------------------------------------------- state
@@ -281,9 +99,9 @@ class FastState:
         return torch.from_numpy((self.prev_class if self.quantized else self.prev_value).copy())
 
     def _struct(self) -> _State:
-        return _State(rings=_ptr(self.rings), ring_offset=_ptr(self.ring_offset), class_ring=_ptr(self.class_ring),
-                      prev_class=_ptr(self.prev_class), prev_value=_ptr(self.prev_value), pre=_ptr(self.pre),
-                      pre_offset=_ptr(self.pre_offset), step=self.step, batch=self.batch)
+        return _State(rings=ptr(self.rings), ring_offset=ptr(self.ring_offset), class_ring=ptr(self.class_ring),
+                      prev_class=ptr(self.prev_class), prev_value=ptr(self.prev_value), pre=ptr(self.pre),
+                      pre_offset=ptr(self.pre_offset), step=self.step, batch=self.batch)
 
 
 def _offsets(sizes: list[int]) -> np.ndarray:
@@ -354,10 +172,10 @@ class FastGenerator:
         """The past-tap block limit used for a batch size (the ``block`` argument, or :func:`~.threads.auto_block`)."""
         return self.block if self.block is not None else _threads.auto_block(self.config, batch)
 
-    def _pack(self, batch: int, n_threads: int) -> _Packed:
+    def _pack(self, batch: int, n_threads: int) -> Packed:
         key = (_threads.rows_per_block(batch), n_threads, self.block_for(batch))
         if key not in self._packed:
-            self._packed[key] = _Packed(self.folded, self.model, key[0], n_threads, key[2])
+            self._packed[key] = Packed(self.folded, self.model, key[0], n_threads, key[2])
         return self._packed[key]
 
     # ------------------------------------------------------------------ state and conditioning
@@ -371,8 +189,8 @@ class FastGenerator:
         blocks = _threads.past_blocks(c.dilations, c.kernel_size, first_table, self.block_for(batch_size))
         pre_sizes = [int(n) * batch_size * c.gate_channels if n > 1 else 0 for n in blocks]
         return FastState(
-            rings=_aligned(int(sum(sizes))), ring_offset=_offsets(sizes),
-            pre=_aligned(max(1, int(sum(pre_sizes)))), pre_offset=_offsets(pre_sizes),
+            rings=aligned(int(sum(sizes))), ring_offset=_offsets(sizes),
+            pre=aligned(max(1, int(sum(pre_sizes)))), pre_offset=_offsets(pre_sizes),
             class_ring=np.full((slots[0], batch_size), -1, np.int32),
             prev_class=np.full(batch_size, head.silence() if head.quantized else 0, np.int64),
             prev_value=np.full(batch_size, 0.0 if head.quantized else head.silence(), np.float32),

@@ -46,8 +46,6 @@ __all__ = [
     "BACKENDS",
 ]
 
-#: the old name of :func:`~.threads.last_level_cache`, kept while ``bench.py`` still uses it
-_last_level_cache = last_level_cache
 
 #: ``backend`` values of :func:`fast_generate`: ``"auto"`` picks ``"cuda_graph"`` for a CUDA model, ``"cpp"`` on CPU,
 #: and falls back to ``"reference"`` (the plain-PyTorch :class:`~.reference.CachedGenerator`) with a warning when the
