@@ -14,8 +14,8 @@ from pathlib import Path
 
 import torch
 
+from wavenet_dilated.train import TrainConfig, Trainer
 from wavenet_dilated.train import distributed as dist
-from wavenet_dilated.train.trainer import TrainConfig, Trainer
 from wavenet_dilated.wavenet import WaveNetConfig
 
 

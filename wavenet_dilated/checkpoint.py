@@ -45,6 +45,7 @@ __all__ = [
     "read_audio_config",
     "read_config",
     "read_mel_stats",
+    "remove_partial_checkpoints",
     "sample_rate",
     "save_checkpoint",
 ]
@@ -202,6 +203,14 @@ def list_checkpoints(directory: str | os.PathLike[str]) -> list[tuple[int, Path]
         if m and path.is_file():
             found.append((int(m.group(1)), path))
     return sorted(found)
+
+
+def remove_partial_checkpoints(directory: str | os.PathLike[str]) -> None:
+    """Delete the temp files that :func:`save_checkpoint` calls killed before their rename left in ``directory``."""
+    directory = Path(directory)
+    if directory.is_dir():
+        for tmp in directory.glob("*.pt.*.tmp"):
+            tmp.unlink(missing_ok=True)
 
 
 def find_checkpoint(directory: str | os.PathLike[str]) -> tuple[Path, dict[str, Any]] | None:

@@ -1,1 +1,61 @@
-"""Training: the trainer, its config and state, the fused loss and the distributed helpers."""
+"""Training a WaveNet: the trainer, its config and state, monitoring, the fused loss and the distributed helpers.
+
+- :mod:`~wavenet_dilated.train.trainer`: :class:`Trainer` (setup, fit, step, validate, checkpoints, stop on signal),
+  :class:`TrainSummary`, :class:`NonFiniteLossError`;
+- :mod:`~wavenet_dilated.train.config`: :class:`TrainConfig` and the learning-rate schedule :func:`lr_factor`;
+- :mod:`~wavenet_dilated.train.sampler`: :class:`StepBatchSampler`, the batches of each step as a function of
+  ``(seed, step, rank)``;
+- :mod:`~wavenet_dilated.train.state`: :class:`ModelEMA`, the RNG states, seeding and resuming;
+- :mod:`~wavenet_dilated.train.monitor`: TensorBoard, the log lines and vocoded samples;
+- :mod:`~wavenet_dilated.train.fused_loss`: ``WaveNet.loss`` as plain matrix products for the CPU (import
+  ``fused_loss`` from that module: the package attribute of that name is the module itself);
+- :mod:`~wavenet_dilated.train.distributed`: ``torch.distributed`` helpers that are no-ops on one process.
+
+The names below are loaded on first use (PEP 562): importing this package, or one of its light modules such as
+``distributed``, does not import the trainer.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# public name -> the module that defines it
+_EXPORTS: dict[str, str] = {
+    "Trainer": "trainer",
+    "TrainSummary": "trainer",
+    "NonFiniteLossError": "trainer",
+    "TrainConfig": "config",
+    "lr_factor": "config",
+    "ModelEMA": "state",
+    "StepBatchSampler": "sampler",
+}
+
+__all__ = [
+    "ModelEMA",
+    "NonFiniteLossError",
+    "StepBatchSampler",
+    "TrainConfig",
+    "TrainSummary",
+    "Trainer",
+    "lr_factor",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+if TYPE_CHECKING:  # what static checkers and IDEs see
+    from .config import TrainConfig, lr_factor
+    from .sampler import StepBatchSampler
+    from .state import ModelEMA
+    from .trainer import NonFiniteLossError, Trainer, TrainSummary

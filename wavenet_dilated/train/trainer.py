@@ -1,5 +1,5 @@
-"""Training: optimiser and learning-rate schedule, gradient clipping, EMA, bf16 autocast, DDP, atomic checkpoints with
-exact resume, validation NLL in bits per sample, TensorBoard and a tqdm bar.
+"""The trainer: optimiser and learning-rate schedule, gradient clipping, EMA, bf16 autocast, DDP, checkpoints with exact
+resume, validation NLL in bits per sample, and a stop on SIGINT/SIGTERM that checkpoints first.
 
 One run lives in one directory::
 
@@ -8,14 +8,16 @@ One run lives in one directory::
     out_dir/tensorboard/                   event files (rank 0)
     out_dir/samples/step_00001000.wav      audio vocoded from a validation mel
 
-Determinism: the batch at step ``k`` is a function of ``(seed, k, rank)`` only — utterance order is a permutation per
-epoch seeded from ``(seed, epoch)``, and each utterance's crop comes from ``(seed, epoch, index)``
-(:class:`~wavenet_dilated.data.AudioDataset`) — so a run resumed from a checkpoint sees exactly the batches the
-uninterrupted run would have seen; with the optimiser, scheduler, EMA and RNG states restored, a deterministic CPU run
-interrupted and resumed ends with the same weights as an uninterrupted one.
+Determinism: the batch at step ``k`` is a function of ``(seed, k, rank)`` only (:mod:`.sampler`), so a run resumed
+from a checkpoint sees exactly the batches the uninterrupted run would have seen; with the optimiser, scheduler, EMA
+and RNG states restored (:mod:`.state`), a deterministic CPU run interrupted and resumed ends with the same weights as
+an uninterrupted one.
 
 Under ``torchrun`` each process trains on its shard of every global batch (``batch_size`` per process); gradients are
 averaged by :class:`~torch.nn.parallel.DistributedDataParallel`; only rank 0 logs, writes TensorBoard and saves.
+
+This module is a little over 500 lines because it is the :class:`Trainer` class alone, cut into setup, step,
+validation, checkpoint and loop methods; what they use lives in the sibling modules (config, sampler, state, monitor).
 
 Examples:
     >>> from wavenet_dilated.presets import MODEL_PRESETS
@@ -28,11 +30,9 @@ Examples:
 from __future__ import annotations
 
 import contextlib
-import copy
 import logging
 import math
 import os
-import random
 import signal
 import threading
 import time
@@ -41,176 +41,35 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from ..audio import AudioConfig, MelStats, log_mel, save_audio
-from ..checkpoint import (
-    BEST_CHECKPOINT,
-    CHECKPOINT_DIR,
-    checkpoint_name,
-    find_checkpoint,
-    list_checkpoints,
-    load_checkpoint,
-    save_checkpoint,
-)
-from ..config import config_from_dict
+from ..audio import AudioConfig, MelStats
+from ..checkpoint import BEST_CHECKPOINT, CHECKPOINT_DIR, checkpoint_name, list_checkpoints, save_checkpoint
 from ..data.dataset import AudioDataset, Manifest, load_manifest, mix_seed
-from ..generation.fast import fast_generate
-from ..generation.reference import to_waveform
 from ..nn.heads import nats_to_bits
 from ..wavenet import WaveNet, WaveNetConfig
 from . import distributed as dist
+from . import sampler
+from .config import TrainConfig, lr_factor
 from .fused_loss import fused_loss
+from .monitor import Monitor, TrainMeter, generate_sample, sample_source
+from .state import (
+    ModelEMA,
+    all_finite,
+    check_resumable,
+    find_resume_checkpoint,
+    log_changed_config,
+    restore_rng,
+    rng_state,
+    seed_everything,
+)
 
-__all__ = [
-    "TrainConfig",
-    "Trainer",
-    "TrainSummary",
-    "NonFiniteLossError",
-    "ModelEMA",
-    "StepBatchSampler",
-    "lr_factor",
-]
+__all__ = ["NonFiniteLossError", "TrainSummary", "Trainer"]
 
 logger = logging.getLogger(__name__)
-
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """How to train; stored in every checkpoint as ``asdict(config)``.
-
-    Attributes:
-        optimizer: ``"adam"`` or ``"adamw"`` (decoupled weight decay).
-        lr: peak learning rate.
-        betas: Adam's ``(β1, β2)``.
-        weight_decay: L2 (adam) or decoupled (adamw) weight decay.
-        warmup_steps: linear warm-up from ``lr / warmup_steps`` to ``lr``.
-        lr_decay: after warm-up, ``"cosine"`` or ``"exponential"`` from ``lr`` down to ``lr · min_lr_ratio`` at
-            ``max_steps``; ``None`` keeps ``lr``.
-        min_lr_ratio: the floor of the decay as a fraction of ``lr``.
-        max_steps: optimiser steps in the whole run.
-        batch_size: crops per process and step (the global batch is ``batch_size · world_size``).
-        max_time_steps: crop length in samples, a multiple of the hop length.
-        grad_clip: clip the global gradient norm to this; ``None`` = no clipping (the norm is still reported).
-        ema_decay: decay of the exponential moving average of the weights (``None`` = no EMA). The effective decay is
-            ``min(ema_decay, (1 + step) / (10 + step))``, so the average follows the weights early in training.
-        eval_ema: validate and sample with the EMA weights (when there are any).
-        amp: ``None`` (fp32) or ``"bf16"`` (autocast; for CUDA, optional on CPU).
-        compile: run the training forward and backward through ``torch.compile``.
-        fused: on the CPU, compute the training and validation loss with
-            :func:`~wavenet_dilated.fasttrain.fused_loss` — the same function as ``WaveNet.loss`` (to fp32 rounding;
-            with dropout, other random masks of the same distribution) as plain matrix products, measured 2–6 % faster
-            per step for the ``demo`` and ``ljspeech`` presets. On CUDA ``WaveNet.loss`` is used either way: its
-            convolutions run on cuDNN, and the fused path has not been measured there.
-        log_every: steps between training scalars (mean loss over the interval, lr, grad norm, samples/s).
-        val_every: steps between validations (``None`` = only at the end).
-        val_max_utterances: validate on at most this many validation utterances (the first ones, by id).
-        val_max_time_steps: validate on at most this many samples from the start of each utterance (a multiple of
-            the hop length); ``None`` = whole utterances.
-        checkpoint_every: steps between checkpoints (``None`` = only at the end).
-        keep_last: how many ``ckpt_*.pt`` to keep (``best.pt`` is kept in addition).
-        sample_every: steps between vocoded samples written to TensorBoard and ``samples/`` (``None`` = never).
-        sample_seconds: length of those samples.
-        seed: seeds initialisation, data order, crops, dropout and sampling.
-        num_workers: DataLoader worker processes (0 = load in the training process).
-        device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``None`` (CUDA when available).
-    """
-
-    optimizer: str = "adam"
-    lr: float = 1e-3
-    betas: tuple[float, float] = (0.9, 0.999)
-    weight_decay: float = 0.0
-    warmup_steps: int = 1000
-    lr_decay: str | None = "cosine"
-    min_lr_ratio: float = 0.01
-    max_steps: int = 200_000
-    batch_size: int = 8
-    max_time_steps: int = 10240
-    grad_clip: float | None = 1.0
-    ema_decay: float | None = 0.9999
-    eval_ema: bool = True
-    amp: str | None = None
-    compile: bool = False
-    fused: bool = True
-    log_every: int = 50
-    val_every: int | None = 5000
-    val_max_utterances: int | None = 64
-    val_max_time_steps: int | None = None
-    checkpoint_every: int | None = 5000
-    keep_last: int = 3
-    sample_every: int | None = 20000
-    sample_seconds: float = 1.0
-    seed: int = 0
-    num_workers: int = 2
-    device: str | None = None
-
-    def __post_init__(self) -> None:
-        def integer(name: str, minimum: int, optional: bool = False) -> None:
-            value = getattr(self, name)
-            if optional and value is None:
-                return
-            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-                off = " or None" if optional else ""
-                raise ValueError(f"TrainConfig.{name} must be an int >= {minimum}{off}, found {value!r}")
-
-        def number(name: str, lo: float, hi: float, optional: bool = False, lo_open: bool = False) -> None:
-            value = getattr(self, name)
-            if optional and value is None:
-                return
-            ok = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
-            ok = ok and (value > lo if lo_open else value >= lo) and value <= hi
-            if not ok:
-                bracket = "(" if lo_open else "["
-                off = " or None" if optional else ""
-                raise ValueError(f"TrainConfig.{name} must be a number in {bracket}{lo}, {hi}]{off}, found {value!r}")
-
-        if self.optimizer not in ("adam", "adamw"):
-            raise ValueError(f"TrainConfig.optimizer must be 'adam' or 'adamw', found {self.optimizer!r}")
-        number("lr", 0.0, math.inf, lo_open=True)
-        if not isinstance(self.betas, tuple):
-            object.__setattr__(self, "betas", tuple(self.betas))
-        if len(self.betas) != 2 or not all(isinstance(b, (int, float)) and 0.0 <= b < 1.0 for b in self.betas):
-            raise ValueError(f"TrainConfig.betas must be two numbers in [0, 1), found {self.betas!r}")
-        number("weight_decay", 0.0, math.inf)
-        integer("warmup_steps", 0)
-        if self.lr_decay not in (None, "cosine", "exponential"):
-            raise ValueError(f"TrainConfig.lr_decay must be None, 'cosine' or 'exponential', found {self.lr_decay!r}")
-        number("min_lr_ratio", 0.0, 1.0, lo_open=self.lr_decay == "exponential")
-        integer("max_steps", 1)
-        integer("batch_size", 1)
-        integer("max_time_steps", 1)
-        number("grad_clip", 0.0, math.inf, optional=True, lo_open=True)
-        if self.ema_decay is not None:
-            number("ema_decay", 0.0, 1.0, lo_open=True)
-            if self.ema_decay >= 1.0:
-                raise ValueError(f"TrainConfig.ema_decay must be < 1 (None = no EMA), found {self.ema_decay!r}")
-        for name in ("eval_ema", "compile", "fused"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"TrainConfig.{name} must be a bool, found {getattr(self, name)!r}")
-        if self.amp not in (None, "bf16"):
-            raise ValueError(f"TrainConfig.amp must be None or 'bf16', found {self.amp!r}")
-        integer("log_every", 1)
-        integer("val_every", 1, optional=True)
-        integer("val_max_utterances", 1, optional=True)
-        integer("val_max_time_steps", 1, optional=True)
-        integer("checkpoint_every", 1, optional=True)
-        integer("keep_last", 1)
-        integer("sample_every", 1, optional=True)
-        number("sample_seconds", 0.0, math.inf, lo_open=True)
-        integer("seed", 0)
-        integer("num_workers", 0)
-        if self.device is not None and not isinstance(self.device, str):
-            raise ValueError(f"TrainConfig.device must be a string such as 'cpu' or 'cuda', found {self.device!r}")
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> TrainConfig:
-        """Rebuild from ``asdict(config)``; unknown keys are a ValueError naming them."""
-        return config_from_dict(cls, d)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -245,187 +104,8 @@ class TrainSummary:
     stopped_early: bool = False
 
 
-# --- learning rate ------------------------------------------------------------------------------------------------
-
-
-def lr_factor(step: int, config: TrainConfig) -> float:
-    """Multiplier of ``config.lr`` for the update that follows ``step`` completed updates.
-
-    Linear warm-up ``(step + 1) / warmup_steps`` for ``step < warmup_steps``, then ``lr_decay`` from 1 at the end of
-    warm-up to ``min_lr_ratio`` at ``max_steps`` (constant beyond). Cosine: ``r + (1 − r)(1 + cos πp)/2``;
-    exponential: ``r^p``, with ``p`` the fraction of the decay done.
-    """
-    c = config
-    if step < c.warmup_steps:
-        return (step + 1) / c.warmup_steps
-    if c.lr_decay is None:
-        return 1.0
-    span = max(1, c.max_steps - c.warmup_steps)
-    p = min(1.0, (step - c.warmup_steps) / span)
-    r = c.min_lr_ratio
-    if c.lr_decay == "cosine":
-        return r + (1.0 - r) * 0.5 * (1.0 + math.cos(math.pi * p))
-    return r**p
-
-
-# --- data order ---------------------------------------------------------------------------------------------------
-
-
-class StepBatchSampler(Sampler[list[tuple[int, int]]]):
-    """Batches of ``(item index, epoch)`` keys whose content depends only on ``(seed, step, rank)``.
-
-    The stream of items is an endless sequence of epochs, each a permutation of ``range(n_items)`` seeded from
-    ``(seed, epoch)``. The global batch of step ``k`` is positions ``[k·B·W, (k+1)·B·W)`` of that stream (``B`` =
-    ``batch_size`` per process, ``W`` = ``world_size``) and process ``rank`` takes its ``rank``-th slice of ``B`` — so
-    one process with batch ``2B`` sees exactly the items two processes with batch ``B`` see, and a resumed run picks
-    up at any step without replaying the ones before.
-
-    Args:
-        n_items: dataset size.
-        batch_size: items per process and step.
-        seed: data-order seed.
-        start_step, end_step: yields the batches of steps ``start_step … end_step − 1``.
-        rank, world_size: this process's shard.
-    """
-
-    def __init__(
-        self, n_items: int, batch_size: int, seed: int, start_step: int, end_step: int, rank: int = 0,
-        world_size: int = 1,
-    ) -> None:  # fmt: skip
-        if n_items < 1:
-            raise ValueError(f"n_items must be >= 1, found {n_items}")
-        if not 0 <= rank < world_size:
-            raise ValueError(f"rank must be in [0, {world_size}), found {rank}")
-        self.n_items, self.batch_size, self.seed = n_items, batch_size, seed
-        self.start_step, self.end_step = start_step, max(start_step, end_step)
-        self.rank, self.world_size = rank, world_size
-        self._perms: dict[int, list[int]] = {}  # the last few epochs' permutations (batches straddle epochs)
-
-    def permutation(self, epoch: int) -> list[int]:
-        """The order of items in ``epoch``."""
-        if epoch not in self._perms:
-            if len(self._perms) > 2:
-                self._perms.pop(min(self._perms))
-            g = torch.Generator().manual_seed(mix_seed(self.seed, epoch))
-            self._perms[epoch] = torch.randperm(self.n_items, generator=g).tolist()
-        return self._perms[epoch]
-
-    def batch(self, step: int) -> list[tuple[int, int]]:
-        """This process's ``(index, epoch)`` keys for ``step``."""
-        first = (step * self.world_size + self.rank) * self.batch_size
-        keys = []
-        for p in range(first, first + self.batch_size):
-            epoch, pos = divmod(p, self.n_items)
-            keys.append((self.permutation(epoch)[pos], epoch))
-        return keys
-
-    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        for step in range(self.start_step, self.end_step):
-            yield self.batch(step)
-
-    def __len__(self) -> int:
-        return self.end_step - self.start_step
-
-
-class _EpochCrops(Dataset):
-    """``dataset[(index, epoch)]``: item ``index`` with the crop of ``epoch`` (see :meth:`AudioDataset.set_epoch`).
-
-    Items are fetched one at a time in each process (main or worker), so selecting the epoch right before the fetch
-    is safe.
-    """
-
-    def __init__(self, dataset: AudioDataset) -> None:
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, key: tuple[int, int]) -> dict[str, torch.Tensor]:
-        index, epoch = key
-        self.dataset.set_epoch(epoch)
-        return self.dataset[index]
-
-
-# --- EMA ----------------------------------------------------------------------------------------------------------
-
-
-class ModelEMA:
-    """Exponential moving average of a model's parameters (buffers are copied).
-
-    ``module`` is a full copy of the model, so its ``state_dict()`` loads into a plain :class:`WaveNet`
-    (``WaveNet.from_checkpoint`` picks it up from the checkpoint's ``"ema"`` entry).
-    """
-
-    def __init__(self, model: nn.Module, decay: float) -> None:
-        self.decay = decay
-        self.module = copy.deepcopy(model).eval()
-        self.module.requires_grad_(False)
-
-    def decay_at(self, step: int) -> float:
-        """Decay used for the update after ``step`` completed updates: ``min(decay, (1 + step) / (10 + step))``."""
-        return min(self.decay, (1.0 + step) / (10.0 + step))
-
-    @torch.no_grad()
-    def update(self, model: nn.Module, step: int) -> None:
-        weight = 1.0 - self.decay_at(step)
-        ema_params = list(self.module.parameters())
-        params = [p.detach() for p in model.parameters()]
-        torch._foreach_lerp_(ema_params, params, weight)
-        for b_ema, b in zip(self.module.buffers(), model.buffers(), strict=True):
-            b_ema.copy_(b)
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return self.module.state_dict()
-
-    def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
-        self.module.load_state_dict(state)
-
-
-# --- RNG state, as plain types and tensors (torch.load(weights_only=True) must read it) -----------------------------
-
-
-# numpy's legacy global generator is saved and restored (not used by us): third-party code may draw from it.
-def _rng_state() -> dict[str, Any]:
-    version, internal, gauss = random.getstate()
-    _, keys, pos, has_gauss, cached = np.random.get_state()  # noqa: NPY002
-    state: dict[str, Any] = {
-        "torch": torch.get_rng_state(),
-        "python": {"version": int(version), "internal": torch.tensor(internal, dtype=torch.int64), "gauss": gauss},
-        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss),
-                  "cached_gaussian": float(cached)},
-    }  # fmt: skip
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = [s.cpu() for s in torch.cuda.get_rng_state_all()]
-    return state
-
-
-def _set_rng_state(state: Mapping[str, Any]) -> None:
-    torch.set_rng_state(state["torch"].cpu())
-    py = state["python"]
-    random.setstate((py["version"], tuple(int(v) for v in py["internal"].tolist()), py["gauss"]))
-    npy = state["numpy"]
-    np.random.set_state(  # noqa: NPY002
-        ("MT19937", npy["keys"].numpy().astype(np.uint32), npy["pos"], npy["has_gauss"], npy["cached_gaussian"])
-    )
-    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)  # noqa: NPY002
-    torch.manual_seed(seed)
-
-
-def _finite_state(model: nn.Module) -> bool:
-    return all(bool(torch.isfinite(p).all()) for p in model.parameters())
-
-
-# --- the trainer --------------------------------------------------------------------------------------------------
-
-
 def _loss(model: WaveNet, audio: torch.Tensor, mel: torch.Tensor | None, fused: bool) -> torch.Tensor:
-    """``model.loss(audio, mel)``, through :func:`~wavenet_dilated.fasttrain.fused_loss` when ``fused``."""
+    """``model.loss(audio, mel)``, through :func:`~wavenet_dilated.train.fused_loss.fused_loss` when ``fused``."""
     return fused_loss(model, audio, mel) if fused else model.loss(audio, mel)
 
 
@@ -442,7 +122,7 @@ class _LossModule(nn.Module):
 
 
 class Trainer:
-    """Trains a :class:`WaveNet` on a cache made by :func:`~wavenet_dilated.data.preprocess`.
+    """Trains a :class:`WaveNet` on a cache made by :func:`~wavenet_dilated.data.dataset.preprocess`.
 
     Args:
         model_config: the model to build (must match the cache: ``cond_channels == n_mels``, same ``hop_length``).
@@ -453,15 +133,16 @@ class Trainer:
             there is none); a path resumes from that file; ``False`` starts fresh and refuses a run directory that
             already holds checkpoints.
 
-    Under ``torchrun``, :func:`wavenet_dilated.distributed.setup` is called here (idempotent); call
-    :func:`wavenet_dilated.distributed.teardown` when done.
+    Under ``torchrun``, :func:`wavenet_dilated.train.distributed.setup` is called here (idempotent); call
+    :func:`wavenet_dilated.train.distributed.teardown` when done.
 
     Attributes:
         model: the WaveNet being trained (unwrapped).
-        ema: its :class:`ModelEMA`, or ``None``.
+        ema: its :class:`~.state.ModelEMA`, or ``None``.
         step: optimiser updates done so far.
         device: where training runs.
-        fused: whether the loss goes through :func:`~wavenet_dilated.fasttrain.fused_loss` (``config.fused`` on CPU).
+        fused: whether the loss goes through :func:`~wavenet_dilated.train.fused_loss.fused_loss` (``config.fused``
+            on CPU).
     """
 
     def __init__(
@@ -483,42 +164,9 @@ class Trainer:
         self.rank, self.world_size = dist.rank(), dist.world_size()
         if config.amp == "bf16" and self.device.type == "cuda" and not torch.cuda.is_bf16_supported():
             raise ValueError("amp='bf16' needs a GPU with bfloat16 support; set amp=None")
-
-        # data
-        self.manifest: Manifest = load_manifest(cache_dir)
-        self.audio_config: AudioConfig = self.manifest.audio_config
-        self.mel_stats: MelStats = self.manifest.mel_stats
-        self._check_compatible(model_config)
-        n_classes = model_config.n_classes if model_config.output == "categorical" else None
-        self.train_set = AudioDataset(cache_dir, "train", config.max_time_steps, n_classes=n_classes, seed=config.seed)
-        self.val_set: AudioDataset | None = None
-        if self.manifest.entries("val"):
-            self.val_set = AudioDataset(cache_dir, "val", None, n_classes=n_classes, seed=config.seed)
-        else:
-            logger.warning("the cache has no validation utterances: no validation NLL and no best.pt")
-        hop = self.audio_config.hop_length
-        if config.val_max_time_steps is not None and config.val_max_time_steps % hop:
-            raise ValueError(f"val_max_time_steps must be a multiple of hop_length={hop}, "
-                             f"found {config.val_max_time_steps}")
-
-        # model, optimiser, schedule (same seed on every rank: identical initial weights)
-        _seed_everything(config.seed)
-        self.model = WaveNet(model_config).to(self.device)
-        self.model.train()
-        opt_cls = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
-        self.optimizer = opt_cls(self.model.parameters(), lr=config.lr, betas=config.betas,
-                                 weight_decay=config.weight_decay)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_factor(s, self.config))
-        self.fused = config.fused and self.device.type == "cpu"
-        self.net: nn.Module = _LossModule(self.model, self.fused)
-        if self.world_size > 1:
-            from torch.nn.parallel import DistributedDataParallel
-
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            self.net = DistributedDataParallel(self.net, device_ids=ids)  # broadcasts rank 0's weights
-        if config.compile:
-            self.net = torch.compile(self.net)
-        self.ema = ModelEMA(self.model, config.ema_decay) if config.ema_decay is not None else None
+        self._setup_data(cache_dir)
+        self.monitor = Monitor(self.out_dir, self.audio_config, self.mel_stats)
+        self._setup_model()
 
         self.step = 0
         self.val_nll_bits: float | None = None
@@ -526,11 +174,29 @@ class Trainer:
         self.last_checkpoint: Path | None = None
         self._stop_requested = self._stop_agreed = False
         self._last_sample: tuple[int, Path] | None = None
-        _seed_everything(mix_seed(config.seed, self.rank))  # dropout streams differ per rank
+        seed_everything(mix_seed(config.seed, self.rank))  # dropout streams differ per rank
         self._resume(resume)
-        self._writer = None
 
-    # ------------------------------------------------------------------ setup helpers
+    # ------------------------------------------------------------------ setup
+    def _setup_data(self, cache_dir: str | os.PathLike[str]) -> None:
+        """The cache's manifest, audio settings and mel statistics; the training and validation sets."""
+        c = self.config
+        self.manifest: Manifest = load_manifest(cache_dir)
+        self.audio_config: AudioConfig = self.manifest.audio_config
+        self.mel_stats: MelStats = self.manifest.mel_stats
+        self._check_compatible(self.model_config)
+        n_classes = self.model_config.n_classes if self.model_config.output == "categorical" else None
+        self.train_set = AudioDataset(cache_dir, "train", c.max_time_steps, n_classes=n_classes, seed=c.seed)
+        self.val_set: AudioDataset | None = None
+        if self.manifest.entries("val"):
+            self.val_set = AudioDataset(cache_dir, "val", None, n_classes=n_classes, seed=c.seed)
+        else:
+            logger.warning("the cache has no validation utterances: no validation NLL and no best.pt")
+        hop = self.audio_config.hop_length
+        if c.val_max_time_steps is not None and c.val_max_time_steps % hop:
+            raise ValueError(f"val_max_time_steps must be a multiple of hop_length={hop}, "
+                             f"found {c.val_max_time_steps}")
+
     def _check_compatible(self, c: WaveNetConfig) -> None:
         a = self.audio_config
         if c.cond_channels is not None:
@@ -543,33 +209,29 @@ class Trainer:
             raise ValueError("speaker-conditioned models need speaker ids, which LJSpeech-format caches do not have; "
                              "set n_speakers=None")
 
+    def _setup_model(self) -> None:
+        """The model (the same seed on every rank: identical initial weights), optimiser, schedule, the loss module
+        (DDP-wrapped and compiled as asked) and the EMA."""
+        c = self.config
+        seed_everything(c.seed)
+        self.model = WaveNet(self.model_config).to(self.device)
+        self.model.train()
+        opt_cls = torch.optim.AdamW if c.optimizer == "adamw" else torch.optim.Adam
+        self.optimizer = opt_cls(self.model.parameters(), lr=c.lr, betas=c.betas, weight_decay=c.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_factor(s, self.config))
+        self.fused = c.fused and self.device.type == "cpu"
+        self.net: nn.Module = _LossModule(self.model, self.fused)
+        if self.world_size > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.net = DistributedDataParallel(self.net, device_ids=ids)  # broadcasts rank 0's weights
+        if c.compile:
+            self.net = torch.compile(self.net)
+        self.ema = ModelEMA(self.model, c.ema_decay) if c.ema_decay is not None else None
+
     def _resume(self, resume: bool | str | os.PathLike[str]) -> None:
-        found: tuple[Path, dict[str, Any]] | None = None
-        if dist.is_main() and self.checkpoint_dir.is_dir():
-            for tmp in self.checkpoint_dir.glob("*.pt.*.tmp"):  # half-written by a killed save_checkpoint
-                tmp.unlink(missing_ok=True)
-        if resume is True:
-            if dist.is_main():
-                found = find_checkpoint(self.checkpoint_dir)
-                existing = list_checkpoints(self.checkpoint_dir)
-                if found is None and existing:
-                    raise ValueError(f"none of the {len(existing)} checkpoints in {str(self.checkpoint_dir)!r} "
-                                     "loads (see the warnings above); move them away to start afresh")
-        elif resume is False or resume is None:
-            existing = list_checkpoints(self.checkpoint_dir)
-            if existing:
-                raise ValueError(
-                    f"{str(self.checkpoint_dir)!r} already holds checkpoints (latest: step {existing[-1][0]}): resume "
-                    "from them, or start a fresh run in another out_dir"
-                )
-        else:
-            path = Path(resume)
-            if dist.is_main():
-                found = (path, load_checkpoint(path, map_location="cpu"))
-        if self.world_size > 1:  # rank 0 decides; every rank gets the same state (no shared filesystem needed)
-            box = [found]
-            torch.distributed.broadcast_object_list(box, src=0)
-            found = box[0]
+        found = find_resume_checkpoint(self.checkpoint_dir, resume)
         if found is None:
             return
         path, ckpt = found
@@ -578,20 +240,7 @@ class Trainer:
         logger.info("resumed from %s at step %d", path, self.step)
 
     def _load_state(self, ckpt: dict[str, Any], path: Path) -> None:
-        stored = WaveNetConfig.from_dict(ckpt["config"])
-        if stored != self.model_config:
-            ours = asdict(self.model_config)
-            diff = {k: (v, ours[k]) for k, v in asdict(stored).items() if v != ours[k]}
-            raise ValueError(f"{path}: checkpoint model config differs from the requested one (checkpoint, requested):"
-                             f" {diff}")
-        if "audio_config" in ckpt and AudioConfig.from_dict(ckpt["audio_config"]) != self.audio_config:
-            raise ValueError(f"{path}: checkpoint was trained with another AudioConfig than the cache's: "
-                             f"{ckpt['audio_config']} vs {self.audio_config.to_dict()}")
-        for key in ("optimizer", "scheduler", "step"):
-            if key not in ckpt:
-                raise ValueError(f"{path}: not a training checkpoint (no {key!r} entry); use it as weights instead")
-        if "mel_stats" in ckpt and MelStats.from_dict(ckpt["mel_stats"]) != self.mel_stats:
-            logger.warning("%s: the cache's mel statistics differ from the checkpoint's (was the cache rebuilt?)", path)
+        check_resumable(ckpt, path, self.model_config, self.audio_config, self.mel_stats)
         self.model.load_state_dict(ckpt["model"])
         if self.ema is not None:
             if ckpt.get("ema") is not None:
@@ -601,29 +250,15 @@ class Trainer:
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
         self.step = int(ckpt["step"])
-        if isinstance(ckpt.get("train_config"), Mapping):
-            ours = asdict(self.config)
-            changed = {k: (v, ours[k]) for k, v in ckpt["train_config"].items() if k in ours and v != ours[k]}
-            if changed:
-                logger.info("train config changed since the checkpoint (was, now): %s", changed)
+        log_changed_config(ckpt, self.config)
         self.val_nll_bits = ckpt.get("val_nll_bits")
         self.best_val_nll_bits = ckpt.get("best_val_nll_bits")
-        by_rank = ckpt.get("rng_by_rank")
-        if by_rank is not None and len(by_rank) == self.world_size:
-            _set_rng_state(by_rank[self.rank])
-        elif self.rank == 0 and "rng" in ckpt:
-            _set_rng_state(ckpt["rng"])
-        else:
-            _seed_everything(mix_seed(self.config.seed, self.rank, self.step))
+        restore_rng(ckpt, self.rank, self.world_size, self.config.seed, self.step)
 
     @property
     def writer(self):
         """The TensorBoard ``SummaryWriter`` on rank 0 (``None`` elsewhere); created on first use."""
-        if self._writer is None and dist.is_main():
-            from torch.utils.tensorboard import SummaryWriter  # deferred: importing tensorboard takes a second
-
-            self._writer = SummaryWriter(str(self.out_dir / "tensorboard"), purge_step=self.step or None)
-        return self._writer
+        return self.monitor.writer(self.step)
 
     @property
     def eval_model(self) -> WaveNet:
@@ -638,16 +273,9 @@ class Trainer:
         return contextlib.nullcontext()
 
     def train_loader(self, start_step: int, end_step: int) -> DataLoader:
-        """The batches of steps ``start_step … end_step − 1`` for this process (see :class:`StepBatchSampler`)."""
-        c = self.config
-        sampler = StepBatchSampler(len(self.train_set), c.batch_size, c.seed, start_step, end_step, self.rank,
-                                   self.world_size)
-        # its own generator: a DataLoader otherwise draws its workers' base seed from the global RNG, which would
-        # shift the dropout stream of a resumed run (the batches themselves use no RNG state)
-        generator = torch.Generator().manual_seed(mix_seed(c.seed, start_step, self.rank))
-        return DataLoader(_EpochCrops(self.train_set), batch_sampler=sampler, num_workers=c.num_workers,
-                          collate_fn=self.train_set.collate_fn, pin_memory=self.device.type == "cuda",
-                          generator=generator)
+        """The batches of steps ``start_step … end_step − 1`` for this process (see :func:`.sampler.train_loader`)."""
+        return sampler.train_loader(self.train_set, self.config, start_step, end_step, self.rank, self.world_size,
+                                    pin_memory=self.device.type == "cuda")
 
     # ------------------------------------------------------------------ one step
     def train_step(self, batch: Mapping[str, torch.Tensor]) -> tuple[float, float]:
@@ -717,24 +345,16 @@ class Trainer:
         return float(nats_to_bits(totals[0] / totals[1]))
 
     def _sample_source(self, seconds: float) -> tuple[torch.Tensor | None, int]:
-        """The normalised mel ``(n_mels, F)`` to vocode (first validation utterance, else first training one) and
-        the number of samples to generate."""
-        sr, hop = self.audio_config.sample_rate, self.audio_config.hop_length
-        n = max(1, round(seconds * sr))
+        """The normalised mel ``(n_mels, F)`` to vocode (first validation utterance, else first training one; ``None``
+        for an unconditioned model) and the number of samples to generate."""
         if self.model_config.cond_channels is None:
-            return None, n
+            return sample_source(None, seconds, self.audio_config)
         dataset = self.val_set if self.val_set is not None else AudioDataset(
             self.manifest.cache_dir, "train", None, n_classes=None, seed=self.config.seed)  # fmt: skip
-        mel = dataset[0]["mel"]
-        frames = min(mel.shape[1], math.ceil(n / hop))
-        return mel[:, :frames], frames * hop
+        return sample_source(dataset[0]["mel"], seconds, self.audio_config)
 
-    @torch.no_grad()
     def sample(self, seconds: float | None = None, seed: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Vocode the start of the first validation utterance's mel with the cached generator.
-
-        Runs :func:`~wavenet_dilated.fastgen.fast_generate` (the cached generator in compiled code: the same samples
-        as :func:`~wavenet_dilated.generation.generate` for a seed; it falls back to that with a warning).
+        """Vocode the start of the first validation utterance's mel with :func:`~.monitor.generate_sample`.
 
         Args:
             seconds: how much (default ``sample_seconds``; at most the utterance).
@@ -744,23 +364,7 @@ class Trainer:
         """
         mel, n = self._sample_source(self.config.sample_seconds if seconds is None else seconds)
         seed = self.config.seed if seed is None else seed
-        model = self.eval_model
-        was_training = model.training
-        model.eval()
-        threads = torch.get_num_threads()
-        # one sample at a time is latency-bound: extra torch threads only add synchronisation (the reference
-        # generator on 2 busy cores: 40 samples/s with one thread, 4 with two); fast_generate picks its own threads
-        torch.set_num_threads(1)
-        try:
-            if mel is None:
-                samples = fast_generate(model, n_samples=n, batch_size=1, seed=seed)
-            else:
-                samples = fast_generate(model, mel=mel[None].to(self.device), seed=seed)
-            wave = to_waveform(samples, model)[0].float().cpu()
-        finally:
-            torch.set_num_threads(threads)
-            model.train(was_training)
-        return wave, mel
+        return generate_sample(self.eval_model, mel, n, self.device, seed), mel
 
     def log_sample(self, seconds: float | None = None) -> Path | None:
         """Write a vocoded sample (:meth:`sample`) to ``out_dir/samples/step_<step>.wav`` and to TensorBoard (audio
@@ -771,34 +375,29 @@ class Trainer:
             return None
         if self._last_sample is not None and self._last_sample[0] == self.step:
             return self._last_sample[1]
-        t0 = time.perf_counter()
+        started = time.perf_counter()
         wave, mel = self.sample(seconds)
-        path = save_audio(self.out_dir / "samples" / f"step_{self.step:08d}.wav", wave.numpy(),
-                          self.audio_config.sample_rate)
-        self.writer.add_audio("sample/audio", wave[None], self.step, sample_rate=self.audio_config.sample_rate)
-        self.writer.add_image("sample/mel", self._mel_image(wave, mel), self.step, dataformats="CHW")
-        self.writer.flush()
+        path = self.monitor.log_sample(self.step, wave, mel, started)
         self._last_sample = (self.step, path)
-        logger.info("step %d: wrote sample %s (%.2f s of audio in %.1f s)", self.step, path,
-                    wave.shape[0] / self.audio_config.sample_rate, time.perf_counter() - t0)
         return path
 
-    def _mel_image(self, wave: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
-        """``(1, H, F)`` grey image in [0, 1]: the conditioning mel above the generated audio's mel, low bins at the
-        bottom of each."""
-        n = wave.shape[0] - wave.shape[0] % self.audio_config.hop_length
-        generated = self.mel_stats.normalize(log_mel(wave[:n], self.audio_config))
-        rows = [generated]
-        if target is not None:
-            frames = min(target.shape[1], generated.shape[1])
-            rows = [target[:, :frames].cpu(), torch.full((2, frames), 3.0), generated[:, :frames]]
-        image = torch.cat([r.flip(0) for r in rows], dim=0)  # flip: low frequencies at the bottom
-        return ((image + 3.0) / 6.0).clamp(0.0, 1.0)[None]
+    def _run_validation(self) -> bool:
+        """Validate, log, and say whether this is the best validation NLL so far."""
+        started = time.perf_counter()
+        val = self.validate()
+        if val is None:
+            return False
+        self.val_nll_bits = val
+        best = self.best_val_nll_bits is None or val < self.best_val_nll_bits
+        if best:
+            self.best_val_nll_bits = val
+        self.monitor.log_validation(self.step, val, best, started)
+        return best
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
         """Everything a checkpoint holds (call on every process: it gathers the RNG states)."""
-        rng = _rng_state()
+        rng = rng_state()
         rng_by_rank = dist.all_gather_object(rng)
         return {
             "config": asdict(self.model_config),
@@ -826,7 +425,7 @@ class Trainer:
         payload = self.state_dict()
         dist.barrier()
         if dist.is_main():
-            if not _finite_state(self.model):
+            if not all_finite(self.model):
                 raise NonFiniteLossError(self.step, math.nan, math.nan, self.last_checkpoint)
             save_checkpoint(path, payload)
             if best:
@@ -878,81 +477,59 @@ class Trainer:
         if self.step >= end:
             logger.info("nothing to do: at step %d, training ends at step %d", self.step, end)
             return self._summary(t_start)
-        samples_per_step = c.batch_size * c.max_time_steps * self.world_size
+        self._log_start(end)
+        self._stop_requested = self._stop_agreed = False
+        bar = tqdm(total=end, initial=self.step, unit="step", dynamic_ncols=True, desc="train",
+                   disable=not (progress and dist.is_main()))
+        meter = TrainMeter(c.batch_size * c.max_time_steps * self.world_size)
+        finished = False
+        try:
+            with self._stop_on_signal():
+                for batch in self.train_loader(self.step, end):
+                    loss, grad_norm = self.train_step(batch)
+                    self.step += 1
+                    meter.add(loss)
+                    finished = self._after_step(loss, grad_norm, self.step == end or self._stop_agreed, meter, bar)
+                    if self._stop_agreed:
+                        logger.warning("stopped at step %d on request; rerun the same command to resume", self.step)
+                        break
+        finally:
+            bar.close()
+            self.monitor.flush()
+        assert finished, "the loader ended before the last step"
+        return self._summary(t_start, stopped_early=self._stop_agreed)
+
+    def _log_start(self, end: int) -> None:
+        c = self.config
         logger.info(
             "training steps %d → %d on %s (%d process%s, global batch %d × %d samples, %.2fM parameters, %s)",
             self.step, end, self.device, self.world_size, "es" if self.world_size > 1 else "",
             c.batch_size * self.world_size, c.max_time_steps, self.model.n_parameters / 1e6,
             "fused loss" if self.fused else "model.loss",
         )  # fmt: skip
-        self._stop_requested = self._stop_agreed = False
-        bar = tqdm(total=end, initial=self.step, unit="step", dynamic_ncols=True, desc="train",
-                   disable=not (progress and dist.is_main()))
-        interval_loss, interval_steps, t_interval = 0.0, 0, time.perf_counter()
-        saved_at = validated_at = -1
-        try:
-            with self._stop_on_signal():
-                for batch in self.train_loader(self.step, end):
-                    loss, grad_norm = self.train_step(batch)
-                    self.step += 1
-                    interval_loss += loss
-                    interval_steps += 1
-                    last = self.step == end or self._stop_agreed
-                    if self.step % c.log_every == 0 or last:
-                        dt = time.perf_counter() - t_interval
-                        rate = interval_steps * samples_per_step / max(dt, 1e-9)
-                        self._log_train(nats_to_bits(interval_loss / interval_steps), grad_norm, rate)
-                        bar.set_postfix(loss=f"{nats_to_bits(loss):.3f}b", sps=f"{rate:,.0f}", refresh=False)
-                        interval_loss, interval_steps, t_interval = 0.0, 0, time.perf_counter()
-                    bar.update()
-                    best = False
-                    if (c.val_every is not None and self.step % c.val_every == 0) or last:
-                        best = self._run_validation()
-                        validated_at = self.step
-                    if c.sample_every is not None and self.step % c.sample_every == 0:
-                        self.log_sample()
-                        dist.barrier()
-                    if (c.checkpoint_every is not None and self.step % c.checkpoint_every == 0) or last or best:
-                        self.save_checkpoint(best=best)
-                        saved_at = self.step
-                    if self._stop_agreed:
-                        logger.warning("stopped at step %d on request; rerun the same command to resume", self.step)
-                        break
-        finally:
-            bar.close()
-            if self._writer is not None:
-                self._writer.flush()
-        assert saved_at == self.step and validated_at == self.step
-        return self._summary(t_start, stopped_early=self._stop_agreed)
+
+    def _after_step(self, loss: float, grad_norm: float, last: bool, meter: TrainMeter, bar: tqdm) -> bool:
+        """Log, validate, sample and checkpoint as the schedule asks after a step (``last``: the run's final step
+        or a stop was agreed, which always validates and checkpoints). Says whether this step validated and saved."""
+        c = self.config
+        if self.step % c.log_every == 0 or last:
+            loss_bits, rate = meter.mean()
+            self.monitor.log_train(self.step, loss_bits, self.scheduler.get_last_lr()[0], grad_norm, rate)
+            bar.set_postfix(loss=f"{nats_to_bits(loss):.3f}b", sps=f"{rate:,.0f}", refresh=False)
+            meter.reset()
+        bar.update()
+        best = validated = False
+        if (c.val_every is not None and self.step % c.val_every == 0) or last:
+            best = self._run_validation()
+            validated = True
+        if c.sample_every is not None and self.step % c.sample_every == 0:
+            self.log_sample()
+            dist.barrier()
+        saved = (c.checkpoint_every is not None and self.step % c.checkpoint_every == 0) or last or best
+        if saved:
+            self.save_checkpoint(best=best)
+        return validated and saved
 
     def _summary(self, t_start: float, stopped_early: bool = False) -> TrainSummary:
         return TrainSummary(self.step, self.val_nll_bits, self.best_val_nll_bits, self.last_checkpoint,
                             time.perf_counter() - t_start, stopped_early)
-
-    def _log_train(self, loss_bits: float, grad_norm: float, samples_per_s: float) -> None:
-        if not dist.is_main():
-            return
-        w, s = self.writer, self.step
-        w.add_scalar("train/nll_bits", loss_bits, s)
-        w.add_scalar("train/lr", self.scheduler.get_last_lr()[0], s)
-        w.add_scalar("train/grad_norm", grad_norm, s)
-        w.add_scalar("train/samples_per_s", samples_per_s, s)
-        logger.debug("step %d: loss %.4f bits/sample, grad norm %.3g, %.0f samples/s", s, loss_bits, grad_norm,
-                     samples_per_s)
-
-    def _run_validation(self) -> bool:
-        """Validate, log, and say whether this is the best validation NLL so far."""
-        t0 = time.perf_counter()
-        val = self.validate()
-        if val is None:
-            return False
-        self.val_nll_bits = val
-        best = self.best_val_nll_bits is None or val < self.best_val_nll_bits
-        if best:
-            self.best_val_nll_bits = val
-        if dist.is_main():
-            self.writer.add_scalar("val/nll_bits", val, self.step)
-            self.writer.flush()
-            logger.info("step %d: validation NLL %.4f bits/sample%s (%.1f s)", self.step, val,
-                        " (best)" if best else "", time.perf_counter() - t0)
-        return best

@@ -1,0 +1,165 @@
+"""Watching a run: the TensorBoard writer, the training and validation log lines, and vocoded samples.
+
+Only rank 0 writes (:class:`Monitor` does nothing on the other processes). TensorBoard tags: ``train/nll_bits``,
+``train/lr``, ``train/grad_norm``, ``train/samples_per_s``, ``val/nll_bits``, ``sample/audio`` and ``sample/mel``;
+samples also go to ``out_dir/samples/step_<step>.wav``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from ..audio import AudioConfig, MelStats, log_mel, save_audio
+from ..generation.fast import fast_generate
+from ..generation.reference import to_waveform
+from ..nn.heads import nats_to_bits
+from ..wavenet import WaveNet
+from . import distributed as dist
+
+if TYPE_CHECKING:
+    from torch.utils.tensorboard import SummaryWriter
+
+__all__ = ["Monitor", "TrainMeter", "generate_sample", "mel_image", "sample_source"]
+
+logger = logging.getLogger(__name__)
+
+
+class TrainMeter:
+    """The mean loss and the throughput over the steps since the last :meth:`reset`."""
+
+    def __init__(self, samples_per_step: int) -> None:
+        self.samples_per_step = samples_per_step
+        self.reset()
+
+    def reset(self) -> None:
+        """Start a new interval now."""
+        self.loss, self.steps, self.started = 0.0, 0, time.perf_counter()
+
+    def add(self, loss: float) -> None:
+        """Count one step with ``loss`` (nats)."""
+        self.loss += loss
+        self.steps += 1
+
+    def mean(self) -> tuple[float, float]:
+        """``(mean loss in bits/sample, audio samples per second)`` over the interval so far."""
+        dt = time.perf_counter() - self.started
+        return nats_to_bits(self.loss / self.steps), self.steps * self.samples_per_step / max(dt, 1e-9)
+
+
+class Monitor:
+    """The rank-0 TensorBoard writer of a run directory and the log lines that go with it.
+
+    Args:
+        out_dir: the run directory (``tensorboard/`` and ``samples/`` go inside).
+        audio_config: sample rate and mel settings of the samples.
+        mel_stats: the mel normalisation, for the mel images.
+    """
+
+    def __init__(self, out_dir: Path, audio_config: AudioConfig, mel_stats: MelStats) -> None:
+        self.out_dir, self.audio_config, self.mel_stats = out_dir, audio_config, mel_stats
+        self._writer: SummaryWriter | None = None
+
+    def writer(self, step: int) -> SummaryWriter | None:
+        """The ``SummaryWriter`` on rank 0 (``None`` elsewhere); created on first use, discarding the events a
+        previous run wrote at ``step`` and after (a resumed run rewrites them)."""
+        if self._writer is None and dist.is_main():
+            from torch.utils.tensorboard import SummaryWriter  # deferred: importing tensorboard takes a second
+
+            self._writer = SummaryWriter(str(self.out_dir / "tensorboard"), purge_step=step or None)
+        return self._writer
+
+    def flush(self) -> None:
+        """Write pending events (if the writer exists)."""
+        if self._writer is not None:
+            self._writer.flush()
+
+    def log_train(self, step: int, loss_bits: float, lr: float, grad_norm: float, samples_per_s: float) -> None:
+        """The training scalars of the interval that ends at ``step``."""
+        if not dist.is_main():
+            return
+        w = self.writer(step)
+        w.add_scalar("train/nll_bits", loss_bits, step)
+        w.add_scalar("train/lr", lr, step)
+        w.add_scalar("train/grad_norm", grad_norm, step)
+        w.add_scalar("train/samples_per_s", samples_per_s, step)
+        logger.debug("step %d: loss %.4f bits/sample, grad norm %.3g, %.0f samples/s", step, loss_bits, grad_norm,
+                     samples_per_s)
+
+    def log_validation(self, step: int, val_nll_bits: float, best: bool, started: float) -> None:
+        """The validation NLL at ``step``; ``started`` is ``time.perf_counter()`` when validation began."""
+        if not dist.is_main():
+            return
+        w = self.writer(step)
+        w.add_scalar("val/nll_bits", val_nll_bits, step)
+        w.flush()
+        logger.info("step %d: validation NLL %.4f bits/sample%s (%.1f s)", step, val_nll_bits,
+                    " (best)" if best else "", time.perf_counter() - started)
+
+    def log_sample(self, step: int, wave: torch.Tensor, mel: torch.Tensor | None, started: float) -> Path:
+        """Write ``wave`` (``(T,)`` in [−1, 1]) to ``samples/step_<step>.wav`` and to TensorBoard with the image of
+        :func:`mel_image`; ``started`` is ``time.perf_counter()`` when generation began. Rank 0 only."""
+        rate = self.audio_config.sample_rate
+        path = save_audio(self.out_dir / "samples" / f"step_{step:08d}.wav", wave.numpy(), rate)
+        w = self.writer(step)
+        w.add_audio("sample/audio", wave[None], step, sample_rate=rate)
+        w.add_image("sample/mel", mel_image(wave, mel, self.audio_config, self.mel_stats), step, dataformats="CHW")
+        w.flush()
+        logger.info("step %d: wrote sample %s (%.2f s of audio in %.1f s)", step, path, wave.shape[0] / rate,
+                    time.perf_counter() - started)
+        return path
+
+
+def sample_source(mel: torch.Tensor | None, seconds: float, audio_config: AudioConfig) -> tuple[torch.Tensor | None, int]:
+    """The start of ``mel`` (``(n_mels, F)``; ``None`` for an unconditioned model) that covers ``seconds`` (at most
+    all of it), and the number of samples to generate: whole hops of that mel, or ``seconds`` without one."""
+    n = max(1, round(seconds * audio_config.sample_rate))
+    if mel is None:
+        return None, n
+    frames = min(mel.shape[1], math.ceil(n / audio_config.hop_length))
+    return mel[:, :frames], frames * audio_config.hop_length
+
+
+@torch.no_grad()
+def generate_sample(model: WaveNet, mel: torch.Tensor | None, n_samples: int, device: torch.device,
+                    seed: int) -> torch.Tensor:  # fmt: skip
+    """Vocode ``mel`` (``(n_mels, F)``, normalised; ``None`` for an unconditioned model: ``n_samples`` samples) with
+    :func:`~wavenet_dilated.generation.fast.fast_generate` (the cached generator in compiled code: the same samples as
+    :func:`~wavenet_dilated.generation.reference.generate` for a seed; it falls back to that with a warning).
+
+    Returns the waveform ``(T,)`` in [−1, 1] on the CPU; ``model`` is back in its training mode afterwards.
+    """
+    was_training = model.training
+    model.eval()
+    threads = torch.get_num_threads()
+    # one sample at a time is latency-bound: extra torch threads only add synchronisation; fast_generate picks its
+    # own threads
+    torch.set_num_threads(1)
+    try:
+        if mel is None:
+            samples = fast_generate(model, n_samples=n_samples, batch_size=1, seed=seed)
+        else:
+            samples = fast_generate(model, mel=mel[None].to(device), seed=seed)
+        return to_waveform(samples, model)[0].float().cpu()
+    finally:
+        torch.set_num_threads(threads)
+        model.train(was_training)
+
+
+def mel_image(wave: torch.Tensor, target: torch.Tensor | None, audio_config: AudioConfig,
+              mel_stats: MelStats) -> torch.Tensor:  # fmt: skip
+    """``(1, H, F)`` grey image in [0, 1]: the conditioning mel ``target`` (``(n_mels, F)``, normalised) above the mel
+    of the generated ``wave``, low bins at the bottom of each."""
+    n = wave.shape[0] - wave.shape[0] % audio_config.hop_length
+    generated = mel_stats.normalize(log_mel(wave[:n], audio_config))
+    rows = [generated]
+    if target is not None:
+        frames = min(target.shape[1], generated.shape[1])
+        rows = [target[:, :frames].cpu(), torch.full((2, frames), 3.0), generated[:, :frames]]
+    image = torch.cat([r.flip(0) for r in rows], dim=0)  # flip: low frequencies at the bottom
+    return ((image + 3.0) / 6.0).clamp(0.0, 1.0)[None]
