@@ -1,7 +1,7 @@
-"""Synthesise the bundled demo corpus (recipes/demo_corpus) with espeak-ng, in LJSpeech format.
+"""Synthesise the bundled demo corpus (wavenet_dilated/data/demo_corpus) with espeak-ng, in LJSpeech format.
 
     apt-get install espeak-ng      # eSpeak NG 1.51 made the committed corpus
-    python -m recipes.make_demo_corpus [--out recipes/demo_corpus]
+    python -m recipes.make_demo_corpus [--out wavenet_dilated/data/demo_corpus]
 
 Writes ``<out>/wavs/LJ-DEMO-NNNN.wav`` (22050 Hz, mono, 16-bit PCM) and ``<out>/metadata.csv``
 (``id|text|normalized text``). The voice, speed and pitch cycle through a few en-us variants so the corpus is not one
@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from wavenet_dilated.audio import SAMPLE_RATE, load_audio, save_audio
+from wavenet_dilated.cli.train import DEMO_CORPUS
 
 # Short, plain sentences written for this corpus (numbers spelled out, so text == normalized text).
 SENTENCES = (
@@ -98,7 +99,7 @@ def make_corpus(out: Path, espeak: str = "espeak-ng") -> Path:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "demo_corpus", help="output directory")
+    parser.add_argument("--out", type=Path, default=DEMO_CORPUS, help="output directory")
     parser.add_argument("--espeak", default="espeak-ng", help="espeak-ng executable")
     args = parser.parse_args()
     out = make_corpus(args.out, args.espeak)

@@ -1,13 +1,16 @@
-"""Train a WaveNet vocoder on LJSpeech (or the bundled demo corpus): presets and wiring only.
+"""Train a WaveNet vocoder on LJSpeech (or the bundled demo corpus): the ``wavenet-dilated train`` command, run from
+the repository under the name its README and ``torchrun`` use.
 
-    python -m recipes.train_ljspeech --preset demo                  # ~5 min on 2 CPU cores, bundled corpus
+    python -m recipes.train_ljspeech --preset demo                  # a few minutes on 2 CPU cores, bundled corpus
     python -m recipes.train_ljspeech --download                     # fetch LJSpeech (2.6 GB) into data/
     python -m recipes.train_ljspeech                                # the LJSpeech vocoder, one GPU
     torchrun --nproc_per_node=8 -m recipes.train_ljspeech           # DDP on 8 GPUs
     python -m recipes.train_ljspeech --preset demo --set lr=3e-3 --set residual_channels=48
 
-The run directory (``--out-dir``, default ``runs/<preset>``) holds the preprocessed cache, checkpoints, TensorBoard
-events and samples; running the same command again resumes from its newest checkpoint.
+The presets (:data:`PRESETS`), the flags and the training loop are the package's
+(:mod:`wavenet_dilated.cli.train`), so an installed package trains the same way with ``wavenet-dilated train``. The
+run directory (``--out-dir``, default ``runs/<preset>``) holds the preprocessed cache, checkpoints, TensorBoard events
+and samples; running the same command again resumes from its newest checkpoint.
 
 Run as a program, it first applies :data:`wavenet_dilated.runtime.RUNTIME_ENV` (OpenMP threads sleep instead of
 spinning while they wait; glibc keeps freed activations for the next step), keeping any of those variables already
@@ -24,265 +27,25 @@ if __name__ == "__main__":
     wavenet_dilated.runtime.apply_runtime_env()
 
 import argparse
-import dataclasses
-import logging
 import sys
-import types
-import typing
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
 
-import torch
-from tqdm.contrib.logging import logging_redirect_tqdm
+from wavenet_dilated.cli import train
+from wavenet_dilated.cli.train import DEMO_CORPUS, LJSPEECH_DIR, PRESETS, apply_overrides
 
-from wavenet_dilated.audio import AudioConfig
-from wavenet_dilated.data.dataset import LJSPEECH_DIRNAME, LJSPEECH_URL, METADATA_FILE, download_ljspeech, preprocess
-from wavenet_dilated.presets import MODEL_PRESETS
-from wavenet_dilated.train import distributed as dist
-from wavenet_dilated.train.trainer import NonFiniteLossError, TrainConfig, Trainer
-from wavenet_dilated.wavenet import WaveNetConfig
+__all__ = ["DEMO_CORPUS", "LJSPEECH_DIR", "PRESETS", "PROG", "apply_overrides", "build_parser", "main"]
 
-DEMO_CORPUS = Path(__file__).resolve().parent / "demo_corpus"
-LJSPEECH_DIR = Path("data") / LJSPEECH_DIRNAME
-
-#: preset → model, audio and training configs plus data options (everything else is a dataclass default)
-PRESETS: dict[str, dict[str, Any]] = {
-    "ljspeech": dict(
-        model=MODEL_PRESETS["ljspeech"],
-        audio=AudioConfig(),  # 22.05 kHz, 80 mel bins, hop 256
-        train=TrainConfig(
-            lr=1e-3, batch_size=8, max_time_steps=10240, max_steps=500_000, warmup_steps=4000, lr_decay="cosine",
-            grad_clip=1.0, ema_decay=0.9999, log_every=100, val_every=10_000, val_max_utterances=64,
-            val_max_time_steps=65536, checkpoint_every=10_000, keep_last=3, sample_every=50_000, sample_seconds=2.0,
-            num_workers=4,
-        ),
-        data_dir=LJSPEECH_DIR,
-        val_fraction=0.02,
-        preprocess_workers=None,  # min(4, cores)
-        threads=None,  # torch's default (torchrun sets OMP_NUM_THREADS=1 per process)
-    ),
-    "demo": dict(
-        model=MODEL_PRESETS["demo"],
-        audio=AudioConfig(),
-        train=TrainConfig(
-            # a high learning rate (with clipping) gets a small model past the bigram statistics in ~100 steps
-            lr=3e-2, batch_size=4, max_time_steps=4096, max_steps=120, warmup_steps=10, lr_decay="cosine",
-            min_lr_ratio=0.1, grad_clip=1.0, ema_decay=0.99, log_every=10, val_every=20, val_max_utterances=None,
-            val_max_time_steps=None, checkpoint_every=40, keep_last=2, sample_every=None, sample_seconds=1.0,
-            num_workers=0,
-        ),
-        data_dir=DEMO_CORPUS,
-        val_fraction=0.1,  # by id hash: 2 of the 30 utterances (27 train, 1 test)
-        preprocess_workers=1,  # 30 files: spawning workers costs more than it saves
-        # one intra-op thread: on 2 cores shared with other work a second thread made a demo step 2× slower
-        # (4.0 vs 1.9 s, load ≈ 4); on idle cores it would gain at most ~1.5×
-        threads=1,
-    ),
-}
-
-_SECTIONS = (("model", WaveNetConfig), ("train", TrainConfig), ("audio", AudioConfig))
-
-
-class UsageError(ValueError):
-    """A bad command line (reported as one line, exit status 2)."""
-
-
-# --- --set key=value ------------------------------------------------------------------------------------------------
-
-
-def _convert(text: str, annotation: Any, key: str) -> Any:
-    """``text`` as a value of the type ``annotation`` (int, float, bool, str, ``X | None``, ``tuple[X, ...]``)."""
-    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
-    if origin in (typing.Union, types.UnionType):
-        if type(None) in args and text.strip().lower() in ("none", "null", "off"):
-            return None
-        rest = [a for a in args if a is not type(None)]
-        return _convert(text, rest[0] if len(rest) == 1 else str, key)
-    if origin is tuple:
-        parts = [p.strip() for p in text.strip().strip("()[]").split(",") if p.strip()]
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_convert(p, args[0], key) for p in parts)
-        if len(parts) != len(args):
-            raise UsageError(f"--set {key}: expected {len(args)} comma-separated values, found {text!r}")
-        return tuple(_convert(p, a, key) for p, a in zip(parts, args))
-    if annotation is bool:
-        low = text.strip().lower()
-        if low in ("true", "1", "yes", "on"):
-            return True
-        if low in ("false", "0", "no", "off"):
-            return False
-        raise UsageError(f"--set {key}: expected true or false, found {text!r}")
-    if annotation in (int, float):
-        try:
-            return annotation(text)
-        except ValueError:
-            raise UsageError(f"--set {key}: expected {annotation.__name__}, found {text!r}") from None
-    return text
-
-
-def apply_overrides(configs: dict[str, Any], assignments: Sequence[str]) -> dict[str, Any]:
-    """Apply ``key=value`` (or ``section.key=value``, section ∈ model/train/audio) to the preset's dataclasses.
-
-    An unqualified key is set in every config that has it (``hop_length`` is in both the model and the audio
-    config). Values are converted from the field's annotated type; ``None`` turns an optional field off.
-
-    Raises:
-        UsageError: malformed assignment or unknown key (the message lists the valid keys).
-    """
-    changes: dict[str, dict[str, Any]] = {name: {} for name, _ in _SECTIONS}
-    for item in assignments:
-        key, sep, text = item.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise UsageError(f"--set expects key=value, found {item!r}")
-        section, dot, field = key.rpartition(".")
-        targets = [(name, cls) for name, cls in _SECTIONS if (not dot or name == section)]
-        if dot and not targets:
-            raise UsageError(f"--set {key}: unknown section {section!r}; expected one of model, train, audio")
-        matched = False
-        for name, cls in targets:
-            hints = typing.get_type_hints(cls)
-            if field in {f.name for f in dataclasses.fields(cls)}:
-                changes[name][field] = _convert(text, hints[field], key)
-                matched = True
-        if not matched:
-            valid = "; ".join(f"{name}: {', '.join(f.name for f in dataclasses.fields(cls))}" for name, cls in _SECTIONS)
-            raise UsageError(f"--set: unknown key {key!r}. Valid keys — {valid}")
-    return {name: dataclasses.replace(configs[name], **changes[name]) if changes[name] else configs[name]
-            for name, _ in _SECTIONS}
-
-
-# --- command line ---------------------------------------------------------------------------------------------------
+#: how this recipe is started: its name in usage lines and in the hints of messages
+PROG = "python -m recipes.train_ljspeech"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m recipes.train_ljspeech",
-        description="Train a WaveNet vocoder on LJSpeech or the bundled demo corpus (rerun to resume).",
-    )
-    p.add_argument("--preset", choices=sorted(PRESETS), default="ljspeech", help="model/training preset")
-    p.add_argument("--data-dir", type=Path, help="LJSpeech-format corpus (metadata.csv, wavs/); default: "
-                   f"{LJSPEECH_DIR} for ljspeech, the bundled corpus for demo")
-    p.add_argument("--out-dir", type=Path, help="run directory (default runs/<preset>)")
-    p.add_argument("--cache-dir", type=Path, help="preprocessed features (default <out-dir>/cache)")
-    p.add_argument("--max-steps", type=int, help="override the preset's number of optimiser steps")
-    resume = p.add_mutually_exclusive_group()
-    resume.add_argument("--resume", nargs="?", const=True, default=True, metavar="PATH",
-                        help="resume from PATH, or (default, also without PATH) the newest checkpoint in --out-dir")
-    resume.add_argument("--no-resume", dest="resume", action="store_false",
-                        help="start fresh (refused if --out-dir already holds checkpoints)")
-    p.add_argument("--download", action="store_true", help="download LJSpeech 1.1 (2.6 GB) first if missing")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a WaveNetConfig, TrainConfig or AudioConfig field (repeatable), e.g. lr=3e-4, "
-                        "train.amp=bf16, ema_decay=None")
-    p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
-    p.add_argument("--threads", type=int, metavar="N",
-                   help="intra-op CPU threads for training (default: 1 for demo, torch's default for ljspeech)")
-    p.add_argument("--preprocess-only", action="store_true", help="build the feature cache and exit")
-    p.add_argument("--no-progress", dest="progress", action="store_false", help="no tqdm bars")
-    return p
-
-
-def _missing_corpus_message(data_dir: Path) -> str:
-    return (
-        f"error: no LJSpeech-format corpus at {str(data_dir)!r} (expected {METADATA_FILE} and wavs/ there).\n"
-        f"  To get LJSpeech (2.6 GB): python -m recipes.train_ljspeech --download"
-        f"{'' if data_dir == LJSPEECH_DIR else f' --data-dir {data_dir}'}\n"
-        f"    or download {LJSPEECH_URL} and extract it so that {data_dir / METADATA_FILE} exists.\n"
-        f"  To try the bundled demo instead: python -m recipes.train_ljspeech --preset demo"
-    )
-
-
-def _locate_corpus(data_dir: Path) -> Path:
-    """The corpus directory after downloading LJSpeech into ``data_dir`` (if it is not there yet)."""
-    if (data_dir / METADATA_FILE).is_file():
-        return data_dir
-    # data/LJSpeech-1.1 → extract into data/; any other directory → extract into it (→ <dir>/LJSpeech-1.1)
-    dest = data_dir.parent if data_dir.name == LJSPEECH_DIRNAME else data_dir
-    return download_ljspeech(dest)
-
-
-def _setup_logging(out_dir: Path) -> None:
-    level = logging.INFO if dist.is_main() else logging.WARNING
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
-    if dist.is_main():
-        out_dir.mkdir(parents=True, exist_ok=True)
-        handlers.append(logging.FileHandler(out_dir / "train.log"))
-    fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s" if dist.is_main() else f"[rank {dist.rank()}] %(message)s"
-    logging.basicConfig(level=level, format=fmt, handlers=handlers, force=True)
-
-
-def run(args: argparse.Namespace) -> int:
-    preset = PRESETS[args.preset]
-    configs = apply_overrides({"model": preset["model"], "train": preset["train"], "audio": preset["audio"]},
-                              args.overrides)
-    train_config: TrainConfig = configs["train"]
-    if args.max_steps is not None:
-        train_config = dataclasses.replace(train_config, max_steps=args.max_steps)
-    if args.device is not None:
-        train_config = dataclasses.replace(train_config, device=args.device)
-    out_dir = args.out_dir or Path("runs") / args.preset
-    cache_dir = args.cache_dir or out_dir / "cache"
-    data_dir = args.data_dir or preset["data_dir"]
-
-    if not (data_dir / METADATA_FILE).is_file() and not args.download:
-        print(_missing_corpus_message(data_dir), file=sys.stderr)  # on every rank, before any of them waits
-        return 2
-
-    threads = preset["threads"] if args.threads is None else args.threads
-    if threads is not None:
-        if threads < 1:
-            raise UsageError(f"--threads must be >= 1, found {threads}")
-        torch.set_num_threads(threads)
-    device = dist.setup(train_config.device)
-    try:
-        _setup_logging(out_dir)
-        log = logging.getLogger("recipes.train_ljspeech")
-        if dist.local_rank() == 0:  # one preprocessing per node (the cache may be node-local); the others wait
-            corpus = _locate_corpus(data_dir) if args.download else data_dir
-            manifest = preprocess(corpus, cache_dir, configs["audio"], n_workers=preset["preprocess_workers"],
-                                  progress=args.progress and dist.is_main(), val_fraction=preset["val_fraction"])
-            counts = {s: len(manifest.entries(s)) for s in ("train", "val", "test")}
-            log.info("corpus %s → cache %s (utterances %s)", corpus, cache_dir, counts)
-        dist.barrier()
-        if args.preprocess_only:
-            return 0
-        trainer = Trainer(configs["model"], train_config, cache_dir, out_dir, resume=args.resume)
-        log.info("preset %s on %s; run directory %s", args.preset, device, out_dir)
-        with logging_redirect_tqdm():
-            summary = trainer.fit(progress=args.progress)
-        if summary.stopped_early:
-            log.warning("stopped at step %d; the same command resumes from %s", summary.step, summary.checkpoint)
-            return 130
-        if dist.is_main():
-            with logging_redirect_tqdm():
-                sample = trainer.log_sample()
-            val, best = summary.val_nll_bits, summary.best_val_nll_bits
-            nll = "no validation split" if val is None else f"validation NLL {val:.3f} bits/sample (best {best:.3f})"
-            print(f"done: step {summary.step}, {nll}; checkpoint {summary.checkpoint}")
-            print(f"wrote sample {sample}")
-        dist.barrier()
-        return 0
-    finally:
-        dist.teardown()
+    return train.build_parser(PROG)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status (0 done, 1 diverged, 2 bad input, 130 interrupted)."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        return run(args)
-    except NonFiniteLossError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    except (ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted; rerun the same command to resume from the last checkpoint", file=sys.stderr)
-        return 130
+    return train.main(argv, prog=PROG)
 
 
 if __name__ == "__main__":

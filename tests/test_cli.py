@@ -1,4 +1,5 @@
-"""End-to-end tests of the ``wavenet-dilated`` command line on tiny checkpoints trained in the test.
+"""End-to-end tests of ``wavenet-dilated sample`` and of the command line's errors and packaging, on tiny checkpoints
+trained in the test (the other commands: test_cli_commands.py).
 
 Most run :func:`wavenet_dilated.cli.cli` in-process (fast); two run it as a subprocess, through the installed console
 script and ``python -m``, to catch packaging problems.
@@ -6,14 +7,10 @@ script and ``python -m``, to catch packaging problems.
 
 from __future__ import annotations
 
-import argparse
-import json
-import math
 import os
 import subprocess
 import sys
-import textwrap
-import types
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -21,81 +18,15 @@ import pytest
 import soundfile as sf
 import torch
 
-from wavenet_dilated.audio import AudioConfig, MelStats, log_mel, save_audio
-from wavenet_dilated.cli import main as cli_module
-from wavenet_dilated.cli.main import build_parser, cli
-from wavenet_dilated.mulaw import mu_law_encode
-from wavenet_dilated.nn.dilation import compare_standard_dilated
+from tests._cli import AUDIO, HOP, N_MELS, NET, RATE, make_checkpoints, read, run, script, tone, train
+from wavenet_dilated.audio import MelStats, log_mel, save_audio
+from wavenet_dilated.generation.reference import generate, to_waveform
 from wavenet_dilated.wavenet import WaveNet, WaveNetConfig
-
-RATE = 8000
-HOP = 32
-N_MELS = 10
-AUDIO = AudioConfig(sample_rate=RATE, n_fft=256, hop_length=HOP, win_length=256, n_mels=N_MELS, fmin=0.0, fmax=4000.0,
-                    trim_top_db=None)
-NET = dict(n_layers=4, n_stacks=2, kernel_size=2, residual_channels=8, gate_channels=16, skip_channels=8)
-VOCODER = dict(cond_channels=N_MELS, upsample_scales=(4, 8), hop_length=HOP)
-
-
-def tone(freq: float, n: int, rate: int = RATE) -> np.ndarray:
-    t = np.arange(n) / rate
-    return (0.5 * np.sin(2 * np.pi * freq * t)).astype(np.float32)
-
-
-def train(config: WaveNetConfig, steps: int = 4) -> tuple[WaveNet, MelStats | None, float]:
-    """A few Adam steps on generated tones; returns the model, the mel stats (vocoder) and the last loss in bits."""
-    torch.manual_seed(0)
-    model = WaveNet(config)
-    audio = torch.from_numpy(np.stack([tone(f, 20 * HOP) for f in (220.0, 330.0, 440.0, 660.0)]))
-    stats = mel = None
-    if config.cond_channels is not None:
-        raw = log_mel(audio, AUDIO)  # (4, n_mels, 20)
-        stats = MelStats.fit(list(raw))
-        mel = stats.normalize(raw)
-    speaker = torch.arange(4) % config.n_speakers if config.n_speakers else None
-    target = mu_law_encode(audio, config.n_classes)
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    model.train()
-    for _ in range(steps):
-        loss = model.loss(target, mel, speaker)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    model.eval()
-    return model, stats, float(loss.detach()) / math.log(2)
 
 
 @pytest.fixture(scope="module")
 def ckpts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Tiny checkpoints: a trained vocoder (with EMA), an unconditioned model, one with speakers, one without
-    audio_config."""
-    root = tmp_path_factory.mktemp("ckpts")
-    out = {}
-    vocoder, stats, bits = train(WaveNetConfig(**NET, **VOCODER))
-    ema = {k: v + 0.05 * torch.randn_like(v) if v.is_floating_point() else v for k, v in vocoder.state_dict().items()}
-    out["vocoder"] = root / "vocoder.pt"
-    vocoder.save(out["vocoder"], ema=ema, audio_config=AUDIO.to_dict(), mel_stats=stats.to_dict(), step=4,
-                 val_nll_bits=bits, best_val_nll_bits=bits - 0.25, train_config={"lr": 3e-3, "batch_size": 4})
-    plain, _, bits = train(WaveNetConfig(**NET))
-    out["plain"] = root / "plain.pt"
-    plain.save(out["plain"], audio_config=AUDIO.to_dict(), step=4, val_nll_bits=bits)
-    out["bare"] = root / "bare.pt"
-    plain.save(out["bare"])  # no audio_config, no step
-    speakers, _, _ = train(WaveNetConfig(**NET, n_speakers=3, speaker_channels=4), steps=2)
-    out["speakers"] = root / "speakers.pt"
-    speakers.save(out["speakers"], audio_config=AUDIO.to_dict())
-    return out
-
-
-def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    code = cli([str(a) for a in argv])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def read(path: Path) -> tuple[np.ndarray, int]:
-    data, rate = sf.read(str(path), dtype="int16")
-    return data, rate
+    return make_checkpoints(tmp_path_factory.mktemp("ckpts"))
 
 
 # ------------------------------------------------------------------------------------------------ sample
@@ -228,27 +159,31 @@ def test_temperature_is_passed_through(ckpts, tmp_path, capsys):
     assert not np.array_equal(read(cold)[0], read(hot)[0])
 
 
-def test_generator_falls_back_when_fastgen_is_missing(monkeypatch):
-    from wavenet_dilated.generation.reference import generate
-
-    monkeypatch.setitem(sys.modules, "wavenet_dilated.generation.fast", None)  # makes the import raise ImportError
-    assert cli_module._generator() == (generate, "cached")
-    fake = types.ModuleType("wavenet_dilated.generation.fast")
-    fake.fast_generate = lambda *a, **k: None
-    monkeypatch.setitem(sys.modules, "wavenet_dilated.generation.fast", fake)
-    assert cli_module._generator() == (fake.fast_generate, "fast")
+def test_a_model_the_kernel_cannot_run_falls_back_to_the_reference_with_one_warning(tmp_path, capsys):
+    # residual_channels 12 is not a multiple of 8: the compiled kernel refuses it and fast_generate falls back
+    model, _, _ = train(WaveNetConfig(**{**NET, "residual_channels": 12}), steps=1)
+    path = tmp_path / "odd.pt"
+    model.save(path, audio_config=AUDIO.to_dict())
+    out = tmp_path / "odd.wav"
+    code, _, stderr = run(["sample", path, "--seconds", "0.01", "--seed", "9", "-o", out, "--no-progress"], capsys)
+    assert code == 0
+    assert stderr.splitlines() == ["wavenet-dilated: warning: fast generation unavailable (the compiled kernel needs "
+                                   "residual_channels to be a multiple of 8, found 12); using the reference cached "
+                                   "generator"]
+    # the file holds exactly what the reference generator gives for the seed
+    reference = WaveNet.from_checkpoint(path)
+    reference.remove_weight_norm()
+    samples = generate(reference, n_samples=80, batch_size=1, seed=9)
+    save_audio(tmp_path / "reference.wav", to_waveform(samples, reference)[0].float().numpy(), RATE, subtype="PCM_16")
+    assert out.read_bytes() == (tmp_path / "reference.wav").read_bytes()
 
 
 def test_library_warnings_are_one_line(ckpts, tmp_path, capsys, monkeypatch):
-    import warnings
-
-    from wavenet_dilated.generation.reference import generate
-
     def fallback(*args, **kwargs):
         warnings.warn("fast generation unavailable (no compiler);\n using the reference", RuntimeWarning, stacklevel=2)
         return generate(*args, **kwargs)
 
-    monkeypatch.setattr(cli_module, "_generator", lambda: (fallback, "reference"))
+    monkeypatch.setattr("wavenet_dilated.generation.fast.fast_generate", fallback)
     code, _, stderr = run(["sample", ckpts["plain"], "--seconds", "0.01", "-o", tmp_path / "w.wav", "--no-progress"],
                           capsys)
     assert code == 0
@@ -341,7 +276,7 @@ def error_files(ckpts, tmp_path):
 def test_user_errors_are_one_line_exit_2(case, error_files, capsys, monkeypatch):
     argv, expected = ERRORS[case]
     argv = [a.format(**error_files) for a in argv]
-    monkeypatch.setattr(cli_module, "_generator", lambda: (_fail_if_generating, "test"))
+    monkeypatch.setattr("wavenet_dilated.generation.fast.fast_generate", _fail_if_generating)
     code, stdout, stderr = run(argv, capsys)
     assert code == 2, (stdout, stderr)
     lines = stderr.strip().splitlines()
@@ -369,239 +304,20 @@ def test_output_directory_is_checked_before_generating(ckpts, tmp_path, capsys, 
 
     # root ignores permission bits, so simulate an unwritable directory at the probe the CLI does
     monkeypatch.setattr("tempfile.TemporaryFile", refuse)
-    monkeypatch.setattr(cli_module, "_generator", lambda: (_fail_if_generating, "test"))
+    monkeypatch.setattr("wavenet_dilated.generation.fast.fast_generate", _fail_if_generating)
     code, _, stderr = run(["sample", ckpts["plain"], "--seconds", "1", "-o", locked / "new" / "o.wav"], capsys)
     assert code == 2
     assert "not writable" in stderr and "Permission denied" in stderr and stderr.count("\n") == 1
     assert not (locked / "new").exists()
 
 
-# ------------------------------------------------------------------------------------------------ rf
-
-
-def parse_table(stdout: str) -> list[list[int]]:
-    lines = stdout.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.split()[:1] == ["layers"])
-    return [[int(v.replace(",", "")) for v in line.split()] for line in lines[start + 1 :] if line.strip()]
-
-
-def test_rf_compare_six_layers_of_3x3(capsys):
-    code, stdout, _ = run(["rf", "--compare", "--layers", "6", "--dims", "2", "--channels", "4"], capsys)
-    assert code == 0
-    rows = parse_table(stdout)
-    assert [r[0] for r in rows] == [1, 2, 3, 4, 5, 6]
-    assert [r[1] for r in rows] == [1, 2, 4, 8, 16, 32]
-    assert [r[2] for r in rows] == [3, 5, 7, 9, 11, 13]
-    assert [r[3] for r in rows] == [3, 7, 15, 31, 63, 127]
-    reference = compare_standard_dilated(6, kernel_size=3, channels=4, dims=2)
-    assert [r[4] for r in rows] == [ref["parameters"] for ref in reference] == [(4 * 4 * 9 + 4) * i for i in range(1, 7)]
-    assert "127 x 127" in stdout
-
-
-def test_rf_explicit_report(capsys):
-    code, stdout, _ = run(["rf", "--layers", "6", "--sample-rate", "16000", "--channels", "8"], capsys)
-    assert code == 0
-    assert "127 samples = 7.94 ms at 16000 Hz" in stdout
-    assert f"{6 * (8 * 8 * 3 + 8):,}" in stdout
-    assert "100.0%" in stdout and "no gridding" in stdout
-    assert "HDC (Wang et al.) : valid" in stdout
-
-
-def test_rf_gridding_stack_and_measurement(capsys):
-    code, stdout, _ = run(["rf", "--dilations", "2,2,2", "--kernel", "3", "--stacks", "2", "--measure"], capsys)
-    assert code == 0
-    # 6 layers of k=3, r=2: RF 25, only even offsets reached: 13 of 25
-    assert "25 samples" in stdout and "52.0%" in stdout and "NOT valid" in stdout and "factor 2" in stdout
-    assert "measured RF       : 25 samples, matches; causal; 48.0% zero gradients" in stdout
-
-
-def test_rf_hdc_sawtooth_valid_and_invalid(capsys):
-    assert "valid (M_2 = 2" in run(["rf", "--dilations", "1,2,5"], capsys)[1]
-    stdout = run(["rf", "--dilations", "1,2,9"], capsys)[1]
-    assert "NOT valid: M_2 = 5 > K = 3" in stdout and "gridding" in stdout
-
-
-def test_rf_preset_and_measure_through_the_network(capsys):
-    code, stdout, _ = run(["rf", "--preset", "demo", "--measure", "--compare"], capsys)
-    assert code == 0
-    assert "2047 samples = 92.83 ms at 22050 Hz" in stdout
-    assert "measured RF       : 2047 samples, matches; causal" in stdout
-    rows = parse_table(stdout)
-    assert len(rows) == 10 and rows[-1][3] == 2047 and rows[-1][2] == 21
-
-
-def test_rf_checkpoint_uses_its_rate_and_parameters(ckpts, capsys):
-    model = WaveNet.from_checkpoint(ckpts["vocoder"])
-    code, stdout, _ = run(["rf", "--checkpoint", ckpts["vocoder"], "--measure"], capsys)
-    assert code == 0
-    rf = model.receptive_field
-    assert rf == 1 + 1 * (1 + 2) * 2
-    assert f"{rf} samples = {rf / RATE * 1000:.2f} ms at {RATE} Hz" in stdout
-    assert f"{model.n_parameters:,}" in stdout
-    assert f"measured RF       : {rf} samples, matches; causal" in stdout
-
-
-# ------------------------------------------------------------------------------------------------ info
-
-
-def test_info_prints_step_rf_params_nll_and_weights(ckpts, capsys):
-    ckpt = torch.load(ckpts["vocoder"], weights_only=True)
-    model = WaveNet.from_checkpoint(ckpts["vocoder"])
-    code, stdout, _ = run(["info", ckpts["vocoder"]], capsys)
-    assert code == 0
-    assert "step                : 4" in stdout
-    assert f"sample rate         : {RATE} Hz" in stdout
-    rf = model.receptive_field
-    assert f"receptive field     : {rf} samples = {rf / RATE * 1000:.2f} ms" in stdout
-    assert f"parameters          : {model.n_parameters:,}" in stdout
-    assert f"validation NLL      : {ckpt['val_nll_bits']:.4f} bits/sample" in stdout
-    assert f"best validation NLL : {ckpt['best_val_nll_bits']:.4f} bits/sample" in stdout
-    assert "model + EMA" in stdout
-    assert "cond_channels" in stdout and "hop_length" in stdout
-    assert "train config:" in stdout and "batch_size  4" in stdout
-
-
-def test_info_without_extras_and_as_json(ckpts, capsys):
-    code, stdout, _ = run(["info", ckpts["bare"]], capsys)
-    assert code == 0
-    assert "model only (no EMA weights)" in stdout and "not recorded" in stdout and "22050" in stdout
-    code, stdout, _ = run(["info", ckpts["plain"], "--json"], capsys)
-    facts = json.loads(stdout)
-    assert facts["step"] == 4 and facts["sample_rate"] == RATE and facts["ema"] is False
-    assert facts["parameters"] == WaveNet.from_checkpoint(ckpts["plain"]).n_parameters
-    assert facts["config"]["n_layers"] == NET["n_layers"]
-
-
-# ------------------------------------------------------------------------------------------------ bench
-
-
-def test_bench_is_wired_to_run_bench(monkeypatch, capsys):
-    calls = []
-    fake = types.ModuleType("wavenet_dilated.bench")
-    fake.run_bench = lambda **kwargs: calls.append(kwargs) or {"rows": [{"preset": "demo", "samples_per_s": 1.5}]}
-    fake.format_table = lambda result: f"TABLE {result['rows'][0]['preset']}"
-    monkeypatch.setitem(sys.modules, "wavenet_dilated.bench", fake)
-    code, stdout, _ = run(["bench", "--quick", "--preset", "demo", "--preset", "small", "--device", "cpu"], capsys)
-    assert code == 0 and stdout.strip() == "TABLE demo"
-    assert calls == [{"presets": ["demo", "small"], "quick": True, "device": "cpu"}]
-    code, stdout, _ = run(["bench", "--json"], capsys)
-    assert json.loads(stdout) == {"rows": [{"preset": "demo", "samples_per_s": 1.5}]}
-    assert calls[-1] == {"quick": False}  # run_bench's own defaults for what was not asked
-
-
-def test_bench_real_run_bench_json_and_table(monkeypatch, capsys):
-    """The real run_bench and format_table through the CLI, trimmed to a few seconds (the full --quick run takes
-    about a minute on two cores; see the slow test below)."""
-    import functools
-
-    bench = pytest.importorskip("wavenet_dilated.bench", reason="the benchmark module has not landed")
-    trimmed = functools.partial(bench.run_bench, batches=(1,), seconds=0.2, threads=(1,), naive=False, train=False)
-    monkeypatch.setattr(bench, "run_bench", trimmed)
-    code, stdout, _ = run(["bench", "--quick", "--json", "--preset", "demo", "--device", "cpu"], capsys)
-    assert code == 0
-    result = json.loads(stdout)
-    assert list(result["presets"]) == ["demo"] and result["settings"]["quick"] is True
-    code, table, _ = run(["bench", "--quick", "--preset", "demo"], capsys)
-    assert code == 0
-    assert "demo" in table and "samples/s" in table  # format_table's text, not JSON
-    with pytest.raises(json.JSONDecodeError):
-        json.loads(table)
-
-
-def test_bench_command_restarts_with_the_runtime_settings_other_uses_do_not(monkeypatch, capsys):
-    restarts = []
-    monkeypatch.setattr(cli_module, "reexec_with_runtime_env", lambda: restarts.append(sys.argv[1:]))
-    fake = types.ModuleType("wavenet_dilated.bench")
-    fake.run_bench = lambda **kwargs: {}
-    fake.format_table = lambda result: "TABLE"
-    monkeypatch.setitem(sys.modules, "wavenet_dilated.bench", fake)
-    monkeypatch.setattr(sys, "argv", ["wavenet-dilated", "bench", "--quick"])
-
-    assert cli() == 0 and restarts == []  # called from another program (here pytest): never restart it
-    monkeypatch.setattr(cli_module, "_started_as_the_command", lambda: True)
-    assert cli() == 0 and restarts == [["bench", "--quick"]]
-    assert cli(["bench", "--quick"]) == 0 and len(restarts) == 1  # an explicit argv: in-process use
-    monkeypatch.setattr(sys, "argv", ["wavenet-dilated", "rf", "--layers", "3"])
-    assert cli() == 0 and len(restarts) == 1  # only bench
-    capsys.readouterr()
-
-
-def test_restart_runs_the_same_command_line_once_with_the_settings_and_keeps_the_users(tmp_path):
-    script = tmp_path / "restart.py"  # imports the runtime module alone: no torch, so the two starts take milliseconds
-    script.write_text(textwrap.dedent("""
-        import json, os, sys
-        import wavenet_dilated.runtime as runtime
-        assert "torch" not in sys.modules
-        print("start", sys.argv[1:], flush=True)
-        runtime.reexec_with_runtime_env()
-        print(json.dumps({k: os.environ.get(k) for k in [*runtime.RUNTIME_ENV, runtime.REEXEC_MARKER]}),
-              sys.flags.utf8_mode)
-    """))
-    from wavenet_dilated.runtime import REEXEC_MARKER, RUNTIME_ENV
-
-    clean = {k: v for k, v in os.environ.items() if k not in RUNTIME_ENV and k != REEXEC_MARKER}
-    proc = subprocess.run([sys.executable, "-X", "utf8", str(script), "a b", "--flag"], capture_output=True, text=True,
-                          timeout=60, env={**clean, "MALLOC_TOP_PAD_": "4096"})  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
-    lines = proc.stdout.strip().splitlines()
-    assert lines[:2] == ["start ['a b', '--flag']"] * 2 and len(lines) == 3  # ran twice, restarted once
-    settings, utf8_mode = lines[2].rsplit(" ", 1)
-    assert json.loads(settings) == {**RUNTIME_ENV, "MALLOC_TOP_PAD_": "4096", REEXEC_MARKER: "1"}
-    assert utf8_mode == "1"  # the interpreter's options (-X utf8) survive the restart
-    everything = {**clean, **RUNTIME_ENV}
-    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60, env=everything)
-    assert proc.stdout.strip().splitlines()[0] == "start []" and len(proc.stdout.strip().splitlines()) == 2  # no restart
-
-
-@pytest.mark.slow
-def test_bench_quick_json_untrimmed(capsys):
-    pytest.importorskip("wavenet_dilated.bench", reason="the benchmark module has not landed")
-    code, stdout, _ = run(["bench", "--quick", "--json", "--preset", "demo"], capsys)
-    assert code == 0
-    assert "demo" in json.loads(stdout)["presets"]
-
-
-# ------------------------------------------------------------------------------------------------ help
-
-
-def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
-    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    return dict(action.choices)
-
-
-def test_every_command_documents_every_flag(capsys):
-    parser = build_parser()
-    commands = _subparsers(parser)
-    assert set(commands) == {"sample", "rf", "bench", "info"}
-    for name, sub in [("", parser), *commands.items()]:
-        code, stdout, _ = run([name, "--help"] if name else ["--help"], capsys)
-        assert code == 0
-        for action in sub._actions:
-            if isinstance(action, argparse._SubParsersAction):
-                continue
-            for option in action.option_strings:
-                assert option in stdout, f"{name} --help does not mention {option}"
-            if action.option_strings and not isinstance(action, argparse._HelpAction):
-                assert action.help, f"{name}: {action.option_strings} has no help text"
-            if not action.option_strings:
-                assert action.metavar in stdout and action.help
-            # house rule: no flag that is on by default and cannot be turned off
-            assert not (isinstance(action, argparse._StoreTrueAction) and action.default is True)
-
-
 # ------------------------------------------------------------------------------------------------ packaging
 
-
-def _script() -> str:
-    path = Path(sys.executable).parent / "wavenet-dilated"
-    if not path.exists():
-        pytest.fail(f"the console script is not installed next to {sys.executable}: pip install -e .")
-    return str(path)
 
 
 def test_console_script_samples_end_to_end(ckpts, tmp_path):
     out = tmp_path / "script.wav"
-    proc = subprocess.run([_script(), "sample", str(ckpts["plain"]), "--seconds", "0.01", "--seed", "3", "-o", str(out),
+    proc = subprocess.run([script(), "sample", str(ckpts["plain"]), "--seconds", "0.01", "--seed", "3", "-o", str(out),
                            "--no-progress"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert sf.info(str(out)).frames == 80 and "real-time factor" in proc.stdout

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from wavenet_dilated.cli.main import cli
+from wavenet_dilated.cli import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text(encoding="utf-8")

@@ -1,4 +1,5 @@
-"""The LJSpeech recipe as users run it: missing data, bad --set, kill -9 and resume, NaN stop."""
+"""Training as users run it, ``python -m recipes.train_ljspeech`` and ``wavenet-dilated train``: missing data, bad
+--set, the runtime settings, kill -9 and resume, NaN stop."""
 
 from __future__ import annotations
 
@@ -15,7 +16,10 @@ from recipes import train_ljspeech as recipe
 from tests._corpus import write_corpus
 from wavenet_dilated.audio import AudioConfig
 from wavenet_dilated.checkpoint import list_checkpoints, load_checkpoint
-from wavenet_dilated.train.trainer import TrainConfig
+from wavenet_dilated.cli import cli
+from wavenet_dilated.cli import train as train_command
+from wavenet_dilated.train.config import TrainConfig
+from wavenet_dilated.train.trainer import NonFiniteLossError
 from wavenet_dilated.wavenet import WaveNet
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,9 +33,9 @@ TINY = [
 ]  # fmt: skip
 
 
-def command(corpus: Path, out: Path, *extra: str) -> list[str]:
-    cmd = [sys.executable, "-m", "recipes.train_ljspeech", "--preset", "demo", "--data-dir", str(corpus),
-           "--out-dir", str(out), "--no-progress", *extra]  # fmt: skip
+def command(corpus: Path, out: Path, *extra: str, program: tuple[str, ...] = ("-m", "recipes.train_ljspeech")) -> list[str]:
+    cmd = [sys.executable, *program, "--preset", "demo", "--data-dir", str(corpus), "--out-dir", str(out),
+           "--no-progress", *extra]  # fmt: skip
     for item in TINY:
         cmd += ["--set", item]
     return cmd
@@ -64,11 +68,45 @@ def test_missing_dataset_prints_how_to_get_it_and_exits_nonzero(tmp_path):
     assert not (tmp_path / "run").exists()  # nothing written
 
 
-def test_unknown_set_key_names_it_and_lists_the_valid_ones(capsys):
-    assert recipe.main(["--preset", "demo", "--set", "learning_rate=1e-3"]) == 2
+def test_missing_dataset_through_the_command_is_one_line_naming_the_command(tmp_path, capsys):
+    assert cli(["train", "--data-dir", str(tmp_path / "nowhere"), "--out-dir", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and err.startswith("wavenet-dilated: error: no LJSpeech-format corpus")
+    assert "wavenet-dilated train --download --data-dir" in err and "wavenet-dilated train --preset demo" in err
+    assert "recipes" not in err and not (tmp_path / "run").exists()
+
+
+def test_the_bundled_demo_corpus_is_package_data():
+    demo = train_command.PRESETS["demo"]["data_dir"]
+    assert demo == train_command.DEMO_CORPUS == ROOT / "wavenet_dilated" / "data" / "demo_corpus"
+    assert (demo / "metadata.csv").is_file() and len(list((demo / "wavs").glob("*.wav"))) == 30
+    assert recipe.PRESETS is train_command.PRESETS  # the recipe trains the package's presets
+
+
+@pytest.mark.parametrize("main", [recipe.main, lambda argv: cli(["train", *argv])], ids=["recipe", "command"])
+def test_unknown_set_key_names_it_and_lists_the_valid_ones(capsys, main):
+    assert main(["--preset", "demo", "--set", "learning_rate=1e-3"]) == 2
     err = capsys.readouterr().err
     assert "unknown key 'learning_rate'" in err and "lr" in err and "residual_channels" in err and "n_mels" in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_command_divergence_is_status_1_and_interrupt_130_with_the_resume_hint(capsys, monkeypatch):
+    def diverge(args, command):
+        raise NonFiniteLossError(7, float("nan"), float("inf"), Path("run/checkpoints/ckpt_00000006.pt"))
+
+    monkeypatch.setattr(train_command, "run", diverge)
+    assert cli(["train", "--preset", "demo"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("wavenet-dilated: error: training stopped at step 7: non-finite loss")
+
+    def interrupt(args, command):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_command, "run", interrupt)
+    assert cli(["train", "--preset", "demo"]) == 130
+    assert capsys.readouterr().err == ("wavenet-dilated: interrupted; rerun the same command to resume from the last "
+                                       "checkpoint\n")
 
 
 @pytest.mark.parametrize(
@@ -83,9 +121,9 @@ def test_bad_set_values_are_one_line_errors(capsys, item, message):
 
 
 def test_set_converts_from_the_field_types():
-    p = recipe.PRESETS["demo"]
+    p = train_command.PRESETS["demo"]
     configs = {"model": p["model"], "train": p["train"], "audio": p["audio"]}
-    out = recipe.apply_overrides(configs, ["lr=3e-4", "ema_decay=None", "betas=(0.8, 0.99)", "upsample_scales=8,32",
+    out = train_command.apply_overrides(configs, ["lr=3e-4", "ema_decay=None", "betas=(0.8, 0.99)", "upsample_scales=8,32",
                                            "hop_length=256", "model.residual_channels=48", "amp=bf16",
                                            "compile=true", "trim_top_db=none"])  # fmt: skip
     t, m, a = out["train"], out["model"], out["audio"]
@@ -99,8 +137,8 @@ def test_set_converts_from_the_field_types():
 
 # --- runtime settings -----------------------------------------------------------------------------------------------
 
-#: runs the recipe as ``python -m`` does (``--help``: it stops after parsing) and reports, as JSON on stderr, what the
-#: environment held when torch was first imported and whether glibc now serves a 4 MiB block from the heap
+#: runs MODULE as ``python -m`` does with ARGV (``--help``: it stops after parsing) and reports, as JSON on stderr, what
+#: the environment held when torch was first imported and whether glibc now serves a 4 MiB block from the heap
 _PROBE = """
 import ctypes, json, os, runpy, sys
 seen = {}
@@ -109,9 +147,9 @@ class Watch:
         if name == "torch" and "torch" not in seen:
             seen["torch"] = {k: os.environ.get(k) for k in KEYS}
 sys.meta_path.insert(0, Watch())
-sys.argv = ["train_ljspeech", "--help"]
+sys.argv = ARGV
 try:
-    runpy.run_module("recipes.train_ljspeech", run_name="__main__", alter_sys=True)
+    runpy.run_module(MODULE, run_name="__main__", alter_sys=True)
 except SystemExit:
     pass
 libc = ctypes.CDLL("libc.so.6")
@@ -136,12 +174,18 @@ def _glibc() -> bool:
 
 
 @pytest.mark.skipif(not _glibc(), reason="the malloc check needs glibc >= 2.33 (mallinfo2)")
-def test_recipe_applies_the_runtime_settings_before_torch_and_keeps_the_users():
+@pytest.mark.parametrize(
+    ("module", "argv"),
+    [("recipes.train_ljspeech", ["train_ljspeech", "--help"]),
+     ("wavenet_dilated", ["wavenet-dilated", "train", "--help"])],  # python -m wavenet_dilated train
+    ids=["recipe", "command"],
+)  # fmt: skip
+def test_training_applies_the_runtime_settings_before_torch_and_keeps_the_users(module, argv):
     import json
 
     from wavenet_dilated.runtime import RUNTIME_ENV
 
-    probe = f"KEYS = {sorted(RUNTIME_ENV)!r}\n{_PROBE}"
+    probe = f"KEYS = {sorted(RUNTIME_ENV)!r}\nMODULE = {module!r}\nARGV = {argv!r}\n{_PROBE}"
     clean = {k: v for k, v in env().items() if k not in RUNTIME_ENV}
     for user, expected in [({}, RUNTIME_ENV), ({"OMP_WAIT_POLICY": "ACTIVE", "MALLOC_TOP_PAD_": "4096"},
                                                 {**RUNTIME_ENV, "OMP_WAIT_POLICY": "ACTIVE", "MALLOC_TOP_PAD_": "4096"})]:
@@ -219,3 +263,15 @@ def test_diverging_run_stops_with_a_clear_message_and_keeps_a_good_checkpoint(co
     assert ckpts[-1][0] == failed_step - 1
     assert f"ckpt_{failed_step - 1:08d}.pt" in last
     WaveNet.from_checkpoint(ckpts[-1][1])  # loadable
+
+
+def test_the_command_trains_the_demo_preset_a_few_steps(corpus, tmp_path):
+    script = Path(sys.executable).parent / "wavenet-dilated"
+    out = tmp_path / "run"
+    cmd = command(corpus, out, "--max-steps", "3", program=())
+    cmd[:1] = [str(script), "train"]  # the console script instead of the interpreter
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "done: step 3" in proc.stdout and "wrote sample" in proc.stdout
+    assert [s for s, _ in list_checkpoints(out / "checkpoints")] == [3]
+    WaveNet.from_checkpoint(out / "checkpoints" / "ckpt_00000003.pt")

@@ -1,17 +1,28 @@
 """Receptive fields measured from gradients: back-propagate from one output position and see which inputs it touches.
 
-This is how the tests check that a model's real receptive field is the one :mod:`wavenet_dilated.dilation` computes,
-and how the notebooks and ``wavenet-dilated rf`` show effective receptive fields.
+This is how the tests check that a model's real receptive field is the one :mod:`wavenet_dilated.nn.dilation`
+computes, and how the notebooks and ``wavenet-dilated rf --measure`` show effective receptive fields:
+:func:`measure_stack` for a bare stack of dilated convolutions, :func:`measure_model` for a whole WaveNet.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
-__all__ = ["input_gradient", "measured_extent", "zero_fraction"]
+from . import dilation as dil
+from .layers import CausalConv1d, DilatedConv
+
+__all__ = ["MAX_MEASURE_RF_2D", "Measurement", "input_gradient", "measure_model", "measure_stack", "measured_extent",
+           "zero_fraction"]
+
+#: largest receptive field (per axis) that :func:`measure_stack` back-propagates through a 2D stack
+MAX_MEASURE_RF_2D = 1025
 
 
 def input_gradient(
@@ -70,3 +81,90 @@ def zero_fraction(gradient: torch.Tensor) -> float:
     box = tuple(slice(int(nz[:, a].min()), int(nz[:, a].max()) + 1) for a in range(gradient.dim()))
     inside = gradient[box]
     return float((inside == 0).sum()) / inside.numel()
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """What one output's gradient shows about a stack."""
+
+    #: the measured receptive field along each axis
+    extent: tuple[int, ...]
+    #: whether no later input reaches the output; ``None`` for a (non-causal) 2D stack
+    causal: bool | None
+    #: fraction of zero gradients inside the field (``1 − coverage``); ``None`` for a model, whose gradients are not
+    #: path counts
+    zero_fraction: float | None
+
+
+def measure_stack(kernel_size: int, dilations: Sequence[int], dims: int = 1) -> Measurement:
+    """Measure a stack of dilated convolutions with one channel and all-ones weights.
+
+    With all-ones weights and inputs the gradient at each input is its number of paths to the output, so its zeros
+    mark gridding exactly. A 1D stack is causal (:class:`~wavenet_dilated.nn.layers.CausalConv1d`), measured from an
+    output with a full receptive field before it and half of one after; a 2D stack is same-padded
+    (:class:`~wavenet_dilated.nn.layers.DilatedConv`), measured from the centre.
+
+    Raises:
+        ValueError: a 2D receptive field larger than :data:`MAX_MEASURE_RF_2D` per axis.
+    """
+    rf = dil.receptive_field(kernel_size, dilations)
+    if dims == 2 and rf > MAX_MEASURE_RF_2D:
+        raise ValueError(f"a 2D receptive field of {rf} x {rf} is too large to back-propagate through "
+                         f"(at most {MAX_MEASURE_RF_2D} per axis)")
+    if dims == 1:
+        layers = [CausalConv1d(1, 1, kernel_size, d, bias=False) for d in dilations]
+        size, position = 2 * rf + 1, (rf - 1 + rf // 2,)
+    else:
+        layers = [DilatedConv(1, 1, kernel_size, d, dims=2, bias=False) for d in dilations]
+        size, position = rf + 2, None
+    net = nn.Sequential(*layers).double()
+    for p in net.parameters():
+        nn.init.ones_(p)
+    shape = (1, size) if dims == 1 else (1, size, size)
+    grad = input_gradient(net, shape, position=position, inputs=torch.ones(shape))
+    causal = not bool(grad[position[0] + 1 :].any()) if dims == 1 else None
+    return Measurement(measured_extent(grad), causal, zero_fraction(grad))
+
+
+def measure_model(model: nn.Module) -> Measurement:
+    """Measure a WaveNet's receptive field through the real network, with random inputs (seed 0).
+
+    Back-propagates from one output ``t`` (with a full receptive field before it and a margin after) to the output of
+    ``model.embed``, the audio path's first layer: an embedding ``(B, T, R)`` for a quantised head, a convolution
+    ``(B, R, T)`` otherwise. Mel and speaker inputs, when the model takes them, are random and speaker 0.
+
+    Raises:
+        ValueError: the gradient is zero everywhere.
+    """
+    config = model.config
+    t = config.receptive_field + 16
+    T = t + 1 + 16
+    if config.hop_length:
+        T = math.ceil(T / config.hop_length) * config.hop_length
+    gen = torch.Generator().manual_seed(0)
+    if model.head.quantized:
+        inputs = torch.randint(0, config.n_classes, (1, T), generator=gen)
+    else:
+        inputs = torch.rand(1, T, generator=gen) * 2 - 1
+    mel = None if config.cond_channels is None else torch.randn(1, config.cond_channels, T // config.hop_length,
+                                                                 generator=gen)
+    speaker = None if config.n_speakers is None else torch.zeros(1, dtype=torch.int64)
+    captured: list[torch.Tensor] = []
+
+    def keep(_module: Any, _inputs: Any, out: torch.Tensor) -> None:
+        out.retain_grad()
+        captured.append(out)
+
+    hook = model.embed.register_forward_hook(keep)
+    try:
+        with torch.enable_grad():
+            logits = model(inputs, mel, speaker)
+            logits[0, :, t].sum().backward()
+    finally:
+        hook.remove()
+    g = captured[0].grad[0]
+    per_time = g.abs().sum(-1) if model.head.quantized else g.abs().sum(0)
+    nz = torch.nonzero(per_time)[:, 0]
+    if nz.numel() == 0:
+        raise ValueError("the gradient is zero everywhere (a dead network?)")
+    return Measurement((t - int(nz.min()) + 1,), int(nz.max()) <= t, None)
