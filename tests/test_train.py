@@ -20,7 +20,7 @@ import torch
 from tests._corpus import write_corpus
 from wavenet_dilated.audio import AudioConfig
 from wavenet_dilated.checkpoint import BEST_CHECKPOINT, list_checkpoints, load_checkpoint
-from wavenet_dilated.data.dataset import preprocess
+from wavenet_dilated.data import preprocess
 from wavenet_dilated.train import NonFiniteLossError, StepBatchSampler, TrainConfig, Trainer, lr_factor
 from wavenet_dilated.wavenet import WaveNet, WaveNetConfig
 

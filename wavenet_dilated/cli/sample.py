@@ -135,10 +135,9 @@ def _check_speaker(args: argparse.Namespace, config: WaveNetConfig) -> None:
 
 def _mel_from_wav(args: argparse.Namespace, ckpt: dict[str, Any], config: WaveNetConfig) -> torch.Tensor:
     """``--mel-from``: recording → normalised log-mel ``(n_mels, frames)`` exactly as training computed it."""
-    import numpy as np
     import torch
 
-    from ..audio import load_audio, log_mel, peak_normalize
+    from ..audio import log_mel, prepare_audio, read_audio
     from ..checkpoint import read_audio_config, read_mel_stats
 
     audio_config = read_audio_config(ckpt, args.checkpoint)
@@ -150,16 +149,12 @@ def _mel_from_wav(args: argparse.Namespace, ckpt: dict[str, Any], config: WaveNe
                          f"{audio_config.hop_length}) disagrees with the model (cond_channels={config.cond_channels}, "
                          f"hop_length={config.hop_length})")
     stats = read_mel_stats(ckpt, args.checkpoint, config.cond_channels, "--mel-from")
-    audio = load_audio(args.mel_from, sample_rate=audio_config.sample_rate)  # FileNotFoundError / ValueError
-    if not np.isfinite(audio).all():
-        raise ValueError(f"{args.mel_from}: the recording holds NaN or infinite samples")
-    if audio.size < audio_config.hop_length:
-        raise ValueError(f"{args.mel_from}: too short to vocode: {audio.size} samples at {audio_config.sample_rate} Hz "
-                         f"is less than one hop ({audio_config.hop_length} samples)")
-    if audio_config.peak_normalize:  # as preprocessing did for the training data
-        audio = peak_normalize(audio)
-    mel = log_mel(torch.from_numpy(audio), audio_config)
-    return stats.normalize(mel)
+    audio, rate = read_audio(args.mel_from)  # FileNotFoundError / ValueError
+    try:  # the training cache's preparation (data.cache uses the same function), without trimming the ends
+        prepared = prepare_audio(audio, rate, audio_config, trim=False, check_range=False)
+    except ValueError as err:
+        raise ValueError(f"{args.mel_from}: cannot vocode: {err}") from err
+    return stats.normalize(log_mel(torch.from_numpy(prepared.audio), audio_config))
 
 
 def _mel_from_npy(args: argparse.Namespace, ckpt: dict[str, Any], config: WaveNetConfig) -> torch.Tensor:

@@ -22,16 +22,10 @@ from torch.utils.data import Dataset
 
 from ..config import check_int
 from ..mulaw import mu_law_encode
-from .cache import Manifest, load_manifest
+from .cache import load_manifest
 from .ljspeech import SPLITS
 
-# Transitional: recipes/train_ljspeech.py and tests/test_train.py still import these from here; their home is
-# wavenet_dilated.data. Remove once those imports point there.
-from .cache import preprocess  # noqa: F401  isort: skip
-from .download import download_ljspeech  # noqa: F401  isort: skip
-from .ljspeech import LJSPEECH_DIRNAME, LJSPEECH_URL, METADATA_FILE  # noqa: F401  isort: skip
-
-__all__ = ["AudioDataset", "collate", "mix_seed", "Manifest", "load_manifest"]
+__all__ = ["AudioDataset", "collate", "mix_seed"]
 
 logger = logging.getLogger(__name__)
 

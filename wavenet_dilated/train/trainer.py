@@ -48,7 +48,8 @@ from tqdm.auto import tqdm
 
 from ..audio import AudioConfig, MelStats
 from ..checkpoint import BEST_CHECKPOINT, CHECKPOINT_DIR, checkpoint_name, list_checkpoints, save_checkpoint
-from ..data.dataset import AudioDataset, Manifest, load_manifest, mix_seed
+from ..data.cache import Manifest, load_manifest
+from ..data.dataset import AudioDataset, mix_seed
 from ..nn.heads import nats_to_bits
 from ..wavenet import WaveNet, WaveNetConfig
 from . import distributed as dist
