@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from ..config import check_eval_mode, check_temperature
+from ..config import check_eval_mode, check_int, check_temperature
 from ..mulaw import mu_law_decode
 from ..nn.layers import ConvState
 from ..wavenet import WaveNet
@@ -212,8 +212,7 @@ def _prepare(
         batch = batch_size or 1
     if batch_size is not None and batch_size != batch:
         raise ValueError(f"batch_size {batch_size} disagrees with the mel's batch {batch}")
-    if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 0:
-        raise ValueError(f"n_samples must be an int >= 0, found {n_samples!r}")
+    check_int("n_samples", n_samples, minimum=0)
     if speaker is not None:
         speaker = torch.as_tensor(speaker, dtype=torch.int64)
         if speaker.dim() == 0:
