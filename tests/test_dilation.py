@@ -1,8 +1,19 @@
+import subprocess
+import sys
 from fractions import Fraction
 
 import pytest
 
 from wavenet_dilated.nn import dilation as dil
+
+
+def test_import_needs_no_torch():
+    # the arithmetic is for the CLI and notebooks without building a model: importing it (and the package and nn/
+    # __init__ it goes through) must not import torch; a fresh interpreter, since this one has torch loaded already
+    code = "import sys, wavenet_dilated.nn.dilation as d; assert d.receptive_field(3, [1, 2]) == 7; " \
+           "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
 
 
 def test_wavenet_receptive_fields():

@@ -13,6 +13,8 @@ from typing import TypeVar
 import numpy as np
 import torch
 
+from .config import check_int
+
 __all__ = [
     "DEFAULT_CLASSES",
     "mu_law_compress",
@@ -29,10 +31,9 @@ DEFAULT_CLASSES = 256
 Array = TypeVar("Array", torch.Tensor, np.ndarray)
 
 
-def _check_classes(n_classes: int) -> int:
-    if isinstance(n_classes, bool) or not isinstance(n_classes, int) or n_classes < 2:
-        raise ValueError(f"n_classes must be an int >= 2, found {n_classes!r}")
-    return n_classes
+def _mu(n_classes: int) -> float:
+    """``μ = n_classes − 1`` as a float, after checking ``n_classes`` is an int >= 2."""
+    return float(check_int("n_classes", n_classes, minimum=2) - 1)
 
 
 def _check_audio(x: torch.Tensor | np.ndarray, what: str = "audio") -> None:
@@ -75,7 +76,7 @@ def _check_classes_tensor(c: torch.Tensor | np.ndarray, n_classes: int) -> None:
 
 def mu_law_compress(x: Array, n_classes: int = DEFAULT_CLASSES) -> Array:
     """Continuous μ-law companding ``sign(x)·ln(1 + μ|x|)/ln(1 + μ)`` with ``μ = n_classes − 1``; same shape and type."""
-    mu = float(_check_classes(n_classes) - 1)
+    mu = _mu(n_classes)
     _check_audio(x)
     if isinstance(x, torch.Tensor):
         mu_t = torch.tensor(mu, dtype=x.dtype, device=x.device)
@@ -85,7 +86,7 @@ def mu_law_compress(x: Array, n_classes: int = DEFAULT_CLASSES) -> Array:
 
 def mu_law_expand(y: Array, n_classes: int = DEFAULT_CLASSES) -> Array:
     """Inverse of :func:`mu_law_compress`: ``sign(y)·((1 + μ)^|y| − 1)/μ``."""
-    mu = float(_check_classes(n_classes) - 1)
+    mu = _mu(n_classes)
     _check_audio(y, "companded signal")
     if isinstance(y, torch.Tensor):
         return torch.sign(y) * (torch.exp(torch.abs(y) * math.log1p(mu)) - 1.0) / mu
@@ -94,7 +95,7 @@ def mu_law_expand(y: Array, n_classes: int = DEFAULT_CLASSES) -> Array:
 
 def quantize(y: Array, n_classes: int = DEFAULT_CLASSES) -> Array:
     """Uniform quantization of [−1, 1] into ``n_classes`` integer classes (int64), rounding half up."""
-    mu = float(_check_classes(n_classes) - 1)
+    mu = _mu(n_classes)
     _check_audio(y, "signal")
     if isinstance(y, torch.Tensor):
         return ((y + 1) / 2 * mu + 0.5).to(torch.int64)
@@ -106,7 +107,7 @@ def dequantize(c: Array, n_classes: int = DEFAULT_CLASSES, dtype: torch.dtype = 
 
     ``dtype`` applies to torch input; numpy input returns float64 (numpy's default float).
     """
-    mu = float(_check_classes(n_classes) - 1)
+    mu = _mu(n_classes)
     _check_classes_tensor(c, n_classes)
     if isinstance(c, torch.Tensor):
         return c.to(dtype) / mu * 2 - 1.0
@@ -135,7 +136,7 @@ def quantization_bound(x: Array, n_classes: int = DEFAULT_CLASSES) -> Array:
     ``ln(1+μ)/μ · (1+μ)^|y|``, increasing in ``|y|``, so the error is at most ``1/μ`` times that slope at
     ``min(|y| + 1/μ, 1)``.
     """
-    mu = float(_check_classes(n_classes) - 1)
+    mu = _mu(n_classes)
     y = mu_law_compress(x, n_classes)
     if isinstance(y, torch.Tensor):
         top = torch.clamp(torch.abs(y) + 1.0 / mu, max=1.0)

@@ -15,7 +15,7 @@ MODEL_PRESETS: dict[str, WaveNetConfig] = {
     # a mid-sized vocoder used by the benchmark
     "small": WaveNetConfig(n_layers=20, n_stacks=2, kernel_size=3, residual_channels=64, gate_channels=128,
                            skip_channels=128, **_MEL),
-    # trains on the bundled demo corpus on two CPU cores in a few minutes
+    # the smallest: sized to train on the bundled demo corpus on a CPU
     "demo": WaveNetConfig(n_layers=10, n_stacks=1, kernel_size=3, residual_channels=32, gate_channels=64,
                           skip_channels=64, **_MEL),
 }

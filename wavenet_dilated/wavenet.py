@@ -1,8 +1,8 @@
 """The WaveNet: gated residual blocks on causal dilated convolutions, with local (mel) and global (speaker) conditioning.
 
 Teacher forcing: ``forward(inputs)`` with ``inputs[t] = x[t − 1]`` (``shift_right``) returns logits at every ``t`` that
-predict ``x[t]``; the conditioning at ``t`` is the mel upsampled to sample ``t``. Generation (``generation.py``) feeds
-the same network one sample at a time through each layer's ring buffer.
+predict ``x[t]``; the conditioning at ``t`` is the mel upsampled to sample ``t``. Generation
+(:mod:`wavenet_dilated.generation`) feeds the same network one sample at a time through each layer's ring buffer.
 
 The checkpoint format is :mod:`wavenet_dilated.checkpoint`'s; :meth:`WaveNet.save` and :meth:`WaveNet.from_checkpoint`
 go through it.
@@ -19,10 +19,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import config_from_dict
+from .checkpoint import load_checkpoint, read_config, save_checkpoint
+from .config import check_int, config_from_dict
 from .nn import dilation as dil
+from .nn.context import MelContext
 from .nn.heads import Head, make_head
-from .nn.layers import CausalConv1d, ConvState
+from .nn.layers import CausalConv1d, ConvState, fold_weight_norm
 
 __all__ = [
     "WaveNetConfig",
@@ -31,6 +33,13 @@ __all__ = [
     "WaveNet",
 ]
 
+
+def _conv1x1(cin: int, cout: int, weight_norm: bool, bias: bool = True) -> nn.Conv1d:
+    """A 1×1 ``nn.Conv1d``, weight-normalised when asked (the projections, skips and output layers)."""
+    conv = nn.Conv1d(cin, cout, 1, bias=bias)
+    if weight_norm:
+        nn.utils.parametrizations.weight_norm(conv)
+    return conv
 
 
 @dataclass(frozen=True)
@@ -83,9 +92,7 @@ class WaveNetConfig:
 
     def __post_init__(self) -> None:
         def positive(name: str) -> None:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"WaveNetConfig.{name} must be an int >= 1, found {value!r}")
+            check_int(f"WaveNetConfig.{name}", getattr(self, name), minimum=1)
 
         for name in ("n_layers", "n_stacks", "kernel_size", "residual_channels", "gate_channels", "skip_channels",
                      "n_classes", "n_mixtures", "dilation_base"):
@@ -168,20 +175,12 @@ class ResidualBlock(nn.Module):
         super().__init__()
         self.dropout = dropout
         self.conv = CausalConv1d(residual_channels, gate_channels, kernel_size, dilation, weight_norm=weight_norm)
-        self.cond_proj = self._conv1x1(cond_channels, gate_channels, weight_norm, bias=False) if cond_channels else None
-        self.speaker_proj = (
-            self._conv1x1(speaker_channels, gate_channels, weight_norm, bias=False) if speaker_channels else None
-        )
+        self.cond_proj = _conv1x1(cond_channels, gate_channels, weight_norm, bias=False) if cond_channels else None
+        self.speaker_proj = _conv1x1(speaker_channels, gate_channels, weight_norm, bias=False) if speaker_channels \
+            else None
         half = gate_channels // 2
-        self.skip = self._conv1x1(half, skip_channels, weight_norm)
-        self.residual = None if last else self._conv1x1(half, residual_channels, weight_norm)
-
-    @staticmethod
-    def _conv1x1(cin: int, cout: int, weight_norm: bool, bias: bool = True) -> nn.Conv1d:
-        conv = nn.Conv1d(cin, cout, 1, bias=bias)
-        if weight_norm:
-            nn.utils.parametrizations.weight_norm(conv)
-        return conv
+        self.skip = _conv1x1(half, skip_channels, weight_norm)
+        self.residual = None if last else _conv1x1(half, residual_channels, weight_norm)
 
     def gate(self, h: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
         """From the pre-activation ``h (B, G, T)`` (conv + conditioning) and block input ``x`` to (residual, skip)."""
@@ -235,8 +234,7 @@ class ConditionUpsampler(nn.Module):
     Each stage is computed at its input rate as the equivalent polyphase filter (:meth:`polyphase_taps`): the stretch
     repeats every frame ``s`` times, so output ``f·s + p`` of the smoothing sees only frames ``f − 1``, ``f`` and
     ``f + 1``. That is the same function, with gradients reaching the same ``nn.Conv2d`` weights, at a fraction of the
-    cost (``demo`` preset, 4 × 4096 samples, one CPU thread: forward + backward 25 ms instead of 180 ms at the sample
-    rate, which was 17 % of a training step).
+    cost: three taps per output at the frame rate instead of ``2s + 1`` at the sample rate.
 
     Shapes: ``(B, C_mel, F) → (B, C_mel, F · Π scales)``.
     """
@@ -245,7 +243,7 @@ class ConditionUpsampler(nn.Module):
         super().__init__()
         self.scales = tuple(scales)
         # the smoothing convs stay nn.Conv2d modules: checkpoints store their weights under these names, and the fast
-        # generator (fastgen._polyphase_plan) reads them; forward uses only their weights
+        # generator (generation.folding.polyphase_plan) reads them; forward uses only their weights
         self.smoothers = nn.ModuleList()
         for s in self.scales:
             conv = nn.Conv2d(1, 1, (1, 2 * s + 1), padding=(0, s), bias=False)
@@ -267,7 +265,7 @@ class ConditionUpsampler(nn.Module):
 
         Tap ``k`` of the ``2s+1``-tap smoothing ``weight`` (any shape holding ``2s+1`` numbers) reads stretched
         position ``f·s + p + k − s``, i.e. frame ``f + (p + k − s) // s``, so ``a[p, (p + k − s) // s + 1] += w[k]``
-        (as in :func:`wavenet_dilated.fastgen._polyphase_plan`). A fixed linear map of ``weight``: gradients flow
+        (as in :func:`wavenet_dilated.generation.folding.polyphase_plan`). A fixed linear map of ``weight``: gradients flow
         back to it.
         """
         s = scale
@@ -318,8 +316,6 @@ class WaveNet(nn.Module):
             self.embed = nn.Conv1d(1, c.residual_channels, 1)
         self.mel_context: nn.Module | None = None
         if c.mel_context is not None:
-            from .nn.context import MelContext
-
             self.mel_context = MelContext(c.cond_channels, dims=1 if c.mel_context == "1d" else 2,
                                           hidden_channels=c.mel_context_channels)
         self.upsampler = ConditionUpsampler(c.upsample_scales) if c.cond_channels is not None else None
@@ -333,11 +329,8 @@ class WaveNet(nn.Module):
             )
             for i, d in enumerate(dilations)
         )
-        self.out1 = nn.Conv1d(c.skip_channels, c.skip_channels, 1)
-        self.out2 = nn.Conv1d(c.skip_channels, self.head.out_channels, 1)
-        if c.use_weight_norm:
-            for conv in (self.out1, self.out2):
-                nn.utils.parametrizations.weight_norm(conv)
+        self.out1 = _conv1x1(c.skip_channels, c.skip_channels, c.use_weight_norm)
+        self.out2 = _conv1x1(c.skip_channels, self.head.out_channels, c.use_weight_norm)
         self.skip_scale = math.sqrt(1.0 / len(dilations))
 
     # ------------------------------------------------------------------ properties
@@ -470,16 +463,10 @@ class WaveNet(nn.Module):
     # ------------------------------------------------------------------ checkpoints
     def remove_weight_norm(self) -> None:
         """Fold weight-norm parametrisations into plain weights (faster inference; outputs unchanged)."""
-        from torch.nn.utils import parametrize
-
-        for module in self.modules():
-            if isinstance(module, (nn.Conv1d, nn.Conv2d)) and parametrize.is_parametrized(module, "weight"):
-                parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
+        fold_weight_norm(self)
 
     def save(self, path: str | Path, **extra: Any) -> None:
         """Write a checkpoint holding the config and weights (atomically) plus ``extra`` entries."""
-        from .checkpoint import save_checkpoint
-
         save_checkpoint(path, {"config": asdict(self.config), "model": self.state_dict(), **extra})
 
     @classmethod
@@ -487,8 +474,6 @@ class WaveNet(nn.Module):
         cls, path: str | Path, use_ema: bool = True, map_location: str | torch.device = "cpu"
     ) -> WaveNet:
         """Rebuild a model from a checkpoint written by :meth:`save` or the trainer; EMA weights when present."""
-        from .checkpoint import load_checkpoint, read_config
-
         ckpt = load_checkpoint(path, map_location)
         model = cls(read_config(ckpt, path))
         state = ckpt["ema"] if use_ema and ckpt.get("ema") is not None else ckpt["model"]

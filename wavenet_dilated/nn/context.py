@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..config import check_int
 from . import dilation as dil
 from .layers import DilatedConv, check_layout
 
@@ -38,14 +39,6 @@ _VARIANTS = ("basic", "large")
 _INITS = ("identity", "random")
 
 
-def _check_int(name: str, value: object, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{name} must be an int >= {minimum}, found {value!r} ({type(value).__name__})")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, found {value}")
-    return value
-
-
 def _check_dims(dims: object) -> int:
     if dims not in (1, 2) or isinstance(dims, bool):
         raise ValueError(f"dims must be 1 or 2, found {dims!r}")
@@ -58,12 +51,12 @@ def _check_dilations(dilations: object) -> tuple[int, ...]:
     if len(dilations) == 0:
         raise ValueError("dilations must name at least one layer, found an empty sequence")
     for d in dilations:
-        _check_int("each dilation", d)
+        check_int("each dilation", d, minimum=1)
     return tuple(dilations)
 
 
 def _check_odd_kernel(kernel_size: object) -> int:
-    _check_int("kernel_size", kernel_size)
+    check_int("kernel_size", kernel_size, minimum=1)
     if kernel_size % 2 == 0:  # type: ignore[operator]
         # an even kernel has no centre tap: same padding cannot centre it and eq. 4's t = 0 does not exist
         raise ValueError(f"kernel_size must be odd (so a centre tap exists), found {kernel_size}")
@@ -178,7 +171,7 @@ class ContextModule(nn.Module):
         width_multipliers: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
-        _check_int("channels", channels)
+        check_int("channels", channels, minimum=1)
         self.dims = _check_dims(dims)
         if variant not in _VARIANTS:
             raise ValueError(f"variant must be one of {_VARIANTS}, found {variant!r}")
@@ -202,7 +195,7 @@ class ContextModule(nn.Module):
                     f"found {len(multipliers)}"
                 )
             for m in multipliers:
-                _check_int("each width multiplier", m)
+                check_int("each width multiplier", m, minimum=1)
         self.channels, self.variant, self.init = channels, variant, init
         self.widths: tuple[int, ...] = tuple(m * channels for m in multipliers) + (channels,)
         layers, c_in = [], channels
@@ -276,13 +269,13 @@ class MelContext(nn.Module):
         kernel_size: int = 3,
     ) -> None:
         super().__init__()
-        _check_int("n_mels", n_mels)
+        check_int("n_mels", n_mels, minimum=1)
         self.dims = _check_dims(dims)
         self.dilations = _check_dilations(dilations)
         self.kernel_size = _check_odd_kernel(kernel_size)
         if hidden_channels is None:
             hidden_channels = n_mels if dims == 1 else 16
-        _check_int("hidden_channels", hidden_channels)
+        check_int("hidden_channels", hidden_channels, minimum=1)
         self.n_mels, self.hidden_channels = n_mels, hidden_channels
         outer = n_mels if dims == 1 else 1
         layers, c_in = [], outer
@@ -358,7 +351,7 @@ class DilatedFrontEnd(nn.Module):
         super().__init__()
         for name, v in (("in_channels", in_channels), ("n_classes", n_classes), ("width", width),
                         ("output_stride", output_stride), ("convs_per_stage", convs_per_stage)):
-            _check_int(name, v)
+            check_int(name, v, minimum=1)
         if output_stride & (output_stride - 1):
             raise ValueError(f"output_stride must be a power of two, found {output_stride}")
         if pool not in ("max", "avg"):

@@ -1,7 +1,7 @@
 """Pure arithmetic of dilated convolution stacks: padding, receptive fields, schedules, HDC and gridding.
 
-Nothing here imports torch (only numpy, for path counting), so the numbers can be checked (and used by the CLI and
-notebooks) without building a model.
+Nothing here imports torch (only numpy, for path counting, and the shared checks of :mod:`wavenet_dilated.config`), so
+the numbers can be checked (and used by the CLI and notebooks) without building a model.
 Conventions: a stack is a list of layers, layer ``i`` having kernel size ``k_i``, dilation ``r_i`` and stride ``s_i``.
 """
 
@@ -14,6 +14,8 @@ from fractions import Fraction
 from functools import reduce
 
 import numpy as np
+
+from ..config import check_int, is_int
 
 __all__ = [
     "Coverage",
@@ -33,18 +35,10 @@ __all__ = [
 ]
 
 
-def _check_positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{name} must be an int >= 1, found {value!r} ({type(value).__name__})")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, found {value}")
-    return value
-
-
 def causal_padding(kernel_size: int, dilation: int = 1) -> int:
     """Left zero-padding that makes a dilated convolution causal and length-preserving: ``(k - 1) * d``."""
-    _check_positive_int("kernel_size", kernel_size)
-    _check_positive_int("dilation", dilation)
+    check_int("kernel_size", kernel_size, minimum=1)
+    check_int("dilation", dilation, minimum=1)
     return (kernel_size - 1) * dilation
 
 
@@ -59,14 +53,14 @@ def same_padding(kernel_size: int, dilation: int = 1) -> tuple[int, int]:
 
 
 def _broadcast(name: str, value: int | Sequence[int], n_layers: int) -> list[int]:
-    if isinstance(value, int) and not isinstance(value, bool):
+    if is_int(value):
         values = [value] * n_layers
     else:
         values = list(value)
         if len(values) != n_layers:
             raise ValueError(f"{name} must have one entry per layer ({n_layers}), found {len(values)}")
     for v in values:
-        _check_positive_int(name, v)
+        check_int(name, v, minimum=1)
     return values
 
 
@@ -79,7 +73,7 @@ def _as_layers(
     if not dilations:
         raise ValueError("dilations must name at least one layer, found an empty list")
     for d in dilations:
-        _check_positive_int("dilation", d)
+        check_int("dilation", d, minimum=1)
     n = len(dilations)
     ks = _broadcast("kernel_size", kernel_sizes, n)
     ss = _broadcast("stride", 1 if strides is None else strides, n)
@@ -123,20 +117,20 @@ def receptive_field(
 
 def exponential_dilations(layers_per_stack: int = 10, n_stacks: int = 1, base: int = 2) -> list[int]:
     """``base**0 .. base**(layers_per_stack-1)`` repeated ``n_stacks`` times (WaveNet's 1, 2, …, 512 × stacks)."""
-    _check_positive_int("layers_per_stack", layers_per_stack)
-    _check_positive_int("n_stacks", n_stacks)
-    _check_positive_int("base", base)
+    check_int("layers_per_stack", layers_per_stack, minimum=1)
+    check_int("n_stacks", n_stacks, minimum=1)
+    check_int("base", base, minimum=1)
     return [base**i for i in range(layers_per_stack)] * n_stacks
 
 
 def hdc_dilations(group: Sequence[int] = (1, 2, 5), n_groups: int = 1) -> list[int]:
     """Hybrid dilated convolution sawtooth: ``group`` repeated ``n_groups`` times (Wang et al. 2018)."""
-    _check_positive_int("n_groups", n_groups)
+    check_int("n_groups", n_groups, minimum=1)
     group = list(group)
     if not group:
         raise ValueError("group must name at least one dilation, found an empty list")
     for d in group:
-        _check_positive_int("dilation", d)
+        check_int("dilation", d, minimum=1)
     return group * n_groups
 
 
@@ -163,7 +157,7 @@ def hdc_check(dilations: Sequence[int], kernel_size: int = 3) -> HDCReport:
     group that does not start at 1 with :func:`coverage`.
     """
     _, ds, _ = _as_layers(kernel_size, dilations, None)
-    _check_positive_int("kernel_size", kernel_size)
+    check_int("kernel_size", kernel_size, minimum=1)
     m = [0] * len(ds)
     m[-1] = ds[-1]
     for i in range(len(ds) - 2, -1, -1):
@@ -242,7 +236,7 @@ def conv_parameters(
 ) -> int:
     """Parameters of one convolution: dilation does not change it, which is the whole point of dilation."""
     for name, v in (("in_channels", in_channels), ("out_channels", out_channels), ("kernel_size", kernel_size)):
-        _check_positive_int(name, v)
+        check_int(name, v, minimum=1)
     if dims not in (1, 2, 3):
         raise ValueError(f"dims must be 1, 2 or 3, found {dims!r}")
     return in_channels * out_channels * kernel_size**dims + (out_channels if bias else 0)
@@ -250,7 +244,7 @@ def conv_parameters(
 
 def stack_parameters(channels: int, n_layers: int, kernel_size: int = 3, dims: int = 2, bias: bool = True) -> int:
     """Parameters of ``n_layers`` convolutions with ``channels`` in and out (standard or dilated: the same)."""
-    _check_positive_int("n_layers", n_layers)
+    check_int("n_layers", n_layers, minimum=1)
     return n_layers * conv_parameters(channels, channels, kernel_size, dims, bias)
 
 
@@ -262,7 +256,7 @@ def compare_standard_dilated(
     Standard layers all have dilation 1 (RF ``1 + L(k−1)``); dilated layers use ``base**(i)`` (RF
     ``1 + (k−1)(base^L − 1)/(base − 1)``). Parameters are identical for both.
     """
-    _check_positive_int("n_layers", n_layers)
+    check_int("n_layers", n_layers, minimum=1)
     rf_std = receptive_fields(kernel_size, [1] * n_layers)
     rf_dil = receptive_fields(kernel_size, exponential_dilations(n_layers, base=base))
     return [

@@ -19,7 +19,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..config import check_temperature
+from ..config import check_int, check_temperature
 
 __all__ = ["Head", "Categorical", "DiscretizedMixtureLogistics", "Gaussian", "make_head", "nats_to_bits"]
 
@@ -29,7 +29,6 @@ LN2 = math.log(2.0)
 def nats_to_bits(nats: float | torch.Tensor) -> float | torch.Tensor:
     """Convert a negative log-likelihood from nats to bits."""
     return nats / LN2
-
 
 
 class Head:
@@ -70,9 +69,7 @@ class Categorical(Head):
     n_uniforms = 1
 
     def __init__(self, n_classes: int = 256) -> None:
-        if n_classes < 2:
-            raise ValueError(f"n_classes must be >= 2, found {n_classes}")
-        self.n_classes = n_classes
+        self.n_classes = check_int("n_classes", n_classes, minimum=2)
 
     @property
     def out_channels(self) -> int:
@@ -108,11 +105,9 @@ class DiscretizedMixtureLogistics(Head):
     n_uniforms = 2
 
     def __init__(self, n_mixtures: int = 10, n_classes: int = 65536, log_scale_min: float = -7.0) -> None:
-        if n_mixtures < 1:
-            raise ValueError(f"n_mixtures must be >= 1, found {n_mixtures}")
-        if n_classes < 2:
-            raise ValueError(f"n_classes must be >= 2, found {n_classes}")
-        self.n_mixtures, self.n_classes, self.log_scale_min = n_mixtures, n_classes, log_scale_min
+        self.n_mixtures = check_int("n_mixtures", n_mixtures, minimum=1)
+        self.n_classes = check_int("n_classes", n_classes, minimum=2)
+        self.log_scale_min = log_scale_min
 
     @property
     def out_channels(self) -> int:

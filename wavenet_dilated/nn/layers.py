@@ -16,7 +16,7 @@ from torch.nn.utils import parametrizations, parametrize
 
 from . import dilation as dil
 
-__all__ = ["ConvState", "CausalConv1d", "DilatedConv", "check_layout"]
+__all__ = ["ConvState", "CausalConv1d", "DilatedConv", "check_layout", "fold_weight_norm"]
 
 
 def check_layout(x: torch.Tensor, dims: int, channels: int, name: str = "input") -> None:
@@ -30,6 +30,14 @@ def check_layout(x: torch.Tensor, dims: int, channels: int, name: str = "input")
         raise ValueError(f"{name} must have {channels} channels, found {x.shape[1]} (shape {tuple(x.shape)})")
     if not torch.is_floating_point(x):
         raise ValueError(f"{name} must be floating point, found dtype {x.dtype}")
+
+
+def fold_weight_norm(module: nn.Module) -> None:
+    """Fold every weight-norm parametrisation under ``module`` into a plain weight, in place (for inference: the
+    weights keep the values the parametrisation computed)."""
+    for m in list(module.modules()):
+        if parametrize.is_parametrized(m, "weight"):
+            parametrize.remove_parametrizations(m, "weight", leave_parametrized=True)
 
 
 @dataclass
@@ -125,8 +133,7 @@ class CausalConv1d(nn.Module):
 
     def remove_weight_norm(self) -> None:
         """Fold the weight-norm parametrisation into a plain weight (for inference)."""
-        if parametrize.is_parametrized(self.conv, "weight"):
-            parametrize.remove_parametrizations(self.conv, "weight", leave_parametrized=True)
+        fold_weight_norm(self)
 
 
 class DilatedConv(nn.Module):
