@@ -268,3 +268,18 @@ def test_importing_the_runtime_module_or_the_command_line_imports_no_torch():
         code = f"import {module}, sys; assert 'torch' not in sys.modules, sorted(sys.modules)"
         proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
         assert proc.returncode == 0, (module, proc.stderr[-2000:])
+
+
+def test_closed_stdout_ends_quietly_with_the_sigpipe_status():
+    # `wavenet-dilated rf ... | head -1`: the reader is gone before the output is written. Python ignores SIGPIPE, so
+    # the write raises BrokenPipeError; the command must end with 128 + SIGPIPE and print nothing (no traceback, no
+    # "error:" line, no failed flush at exit).
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        proc = subprocess.run([script(), "rf", "--compare", "--layers", "6"], stdout=write_end, stderr=subprocess.PIPE,
+                              text=True, timeout=120)
+    finally:
+        os.close(write_end)
+    assert proc.returncode == cli_module.EXIT_BROKEN_PIPE == 141
+    assert proc.stderr == ""

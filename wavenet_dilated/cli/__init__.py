@@ -27,6 +27,7 @@ are imported by :func:`build_parser`. Started as a program (``wavenet-dilated â€
 
 from __future__ import annotations
 
+import os
 import sys
 import warnings
 from collections.abc import Sequence
@@ -40,6 +41,8 @@ __all__ = ["COMMANDS", "build_parser", "cli"]
 
 #: the commands, in the order ``--help`` lists them
 COMMANDS = ("sample", "rf", "bench", "info", "train")
+#: exit status when stdout was closed before the output was written (128 + SIGPIPE, as a shell reports it)
+EXIT_BROKEN_PIPE = 141
 #: the module ``python -m wavenet_dilated`` runs as ``__main__``
 _MAIN_MODULE = f"{__package__.rpartition('.')[0]}.__main__"
 
@@ -65,7 +68,8 @@ def build_parser() -> Parser:
 def cli(argv: Sequence[str] | None = None) -> int:
     """Run the command line ``argv`` (default ``sys.argv[1:]``); return the exit status.
 
-    0 on success, 2 for a user error (one line on stderr), 1 for a diverged training run, 130 when interrupted.
+    0 on success, 2 for a user error (one line on stderr), 1 for a diverged training run, 130 when interrupted, 141
+    (quietly) when stdout was closed before the output was written.
     ``--help`` and ``--version`` print and return 0.
     """
     as_program = argv is None and _started_as_the_command()
@@ -86,11 +90,23 @@ def cli(argv: Sequence[str] | None = None) -> int:
         with warnings.catch_warnings():  # restores the default display afterwards
             warnings.showwarning = show_warning
             return args.run(args)
+    except BrokenPipeError:  # stdout closed early (`... | head`): nothing left to say, and no one to say it to
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
     except (ValueError, FileNotFoundError, OSError) as err:
         return fail(str(err) or type(err).__name__)
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
+
+
+def _silence_stdout() -> None:
+    """Point stdout at the null device, so that the interpreter's final flush does not fail on the closed pipe too."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # no file descriptor behind sys.stdout (in-process use): nothing to redirect
+        pass
 
 
 def _command_word(argv: Sequence[str]) -> str | None:
