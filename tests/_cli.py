@@ -12,8 +12,9 @@ import pytest
 import soundfile as sf
 import torch
 
-from wavenet_dilated.audio import AudioConfig, MelStats, log_mel
+from wavenet_dilated.audio import AudioConfig
 from wavenet_dilated.cli import cli
+from wavenet_dilated.mel import MelStats, log_mel
 from wavenet_dilated.mulaw import mu_law_encode
 from wavenet_dilated.wavenet import WaveNet, WaveNetConfig
 

@@ -10,7 +10,9 @@ import torch
 
 from tests._corpus import SR, tone, write_wav
 from wavenet_dilated import audio
-from wavenet_dilated.audio import AudioConfig, MelStats, load_audio, log_mel, save_audio
+from wavenet_dilated import mel as mel_module
+from wavenet_dilated.audio import AudioConfig, load_audio, save_audio
+from wavenet_dilated.mel import MelStats, log_mel
 
 # --- AudioConfig ----------------------------------------------------------------------------------------------------
 
@@ -220,7 +222,7 @@ def _mel_tolerance(x: np.ndarray, c: AudioConfig, fb: np.ndarray) -> np.ndarray:
 
 def test_log_mel_matches_librosa():
     c = AudioConfig()
-    fb = audio.mel_filterbank(c).numpy()
+    fb = mel_module.mel_filterbank(c).numpy()
     ref_fb = librosa.filters.mel(sr=c.sample_rate, n_fft=c.n_fft, n_mels=c.n_mels, fmin=c.fmin, fmax=c.fmax)
     # a weight (f − f_lo) / (f_c − f_lo) of frequencies held to eps·fmax is good to eps·fmax / (smallest spacing of
     # the filter edges), relative to the largest (Slaney-normalised) weight
@@ -242,12 +244,12 @@ def test_log_mel_matches_librosa():
 
 
 def test_log_mel_transform_is_cached_per_config():
-    audio._mel_transform.cache_clear()
+    mel_module._mel_transform.cache_clear()
     x = torch.zeros(2048)
     log_mel(x, AudioConfig())
     log_mel(x, AudioConfig())
     log_mel(x, AudioConfig(n_mels=40))
-    info = audio._mel_transform.cache_info()
+    info = mel_module._mel_transform.cache_info()
     assert (info.hits, info.misses) == (1, 2)
     assert log_mel(x, AudioConfig(n_mels=40)).shape == (40, 8)
 
@@ -259,7 +261,7 @@ def test_log_mel_on_gpu_matches_cpu():
     cpu = log_mel(torch.from_numpy(x), c)
     gpu = log_mel(torch.from_numpy(x).cuda(), c)
     assert gpu.device.type == "cuda" and gpu.shape == cpu.shape
-    bound = torch.from_numpy(_mel_tolerance(x, c, audio.mel_filterbank(c).numpy())).float()
+    bound = torch.from_numpy(_mel_tolerance(x, c, mel_module.mel_filterbank(c).numpy())).float()
     assert (gpu.cpu().exp() - cpu.exp()).abs().le(bound).all()
 
 

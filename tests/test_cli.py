@@ -19,8 +19,9 @@ import soundfile as sf
 import torch
 
 from tests._cli import AUDIO, HOP, N_MELS, NET, RATE, make_checkpoints, read, run, script, tone, train
-from wavenet_dilated.audio import MelStats, log_mel, save_audio
+from wavenet_dilated.audio import save_audio
 from wavenet_dilated.generation.reference import generate, to_waveform
+from wavenet_dilated.mel import MelStats, log_mel
 from wavenet_dilated.wavenet import WaveNet, WaveNetConfig
 
 

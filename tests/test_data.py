@@ -15,9 +15,10 @@ import torch
 from torch.utils.data import DataLoader
 
 from tests._corpus import SR, add_line, make_tar_bz2, tiny_ljspeech_files, tone, write_corpus, write_wav
-from wavenet_dilated.audio import AudioConfig, MelStats
+from wavenet_dilated.audio import AudioConfig
 from wavenet_dilated.data import AudioDataset, DataWarning, collate, preprocess, read_metadata, split_ids
 from wavenet_dilated.data.download import download, download_ljspeech, extract_archive
+from wavenet_dilated.mel import MelStats
 from wavenet_dilated.mulaw import mu_law_encode
 
 DEMO = Path(__file__).resolve().parents[1] / "wavenet_dilated" / "data" / "demo_corpus"

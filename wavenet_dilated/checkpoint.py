@@ -29,7 +29,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 if TYPE_CHECKING:
-    from .audio import AudioConfig, MelStats
+    from .audio import AudioConfig
+    from .mel import MelStats
     from .wavenet import WaveNetConfig
 
 __all__ = [
@@ -140,7 +141,7 @@ def read_audio_config(ckpt: dict[str, Any], path: str | os.PathLike[str]) -> Aud
 
 def read_mel_stats(ckpt: dict[str, Any], path: str | os.PathLike[str], n_mels: int, why: str) -> MelStats:
     """The mel normalisation the model was trained with; ``why`` names what needs it, for the error message."""
-    from .audio import MelStats
+    from .mel import MelStats
 
     d = ckpt.get("mel_stats")
     if d is None:

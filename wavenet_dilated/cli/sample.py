@@ -137,8 +137,9 @@ def _mel_from_wav(args: argparse.Namespace, ckpt: dict[str, Any], config: WaveNe
     """``--mel-from``: recording → normalised log-mel ``(n_mels, frames)`` exactly as training computed it."""
     import torch
 
-    from ..audio import log_mel, prepare_audio, read_audio
+    from ..audio import prepare_audio, read_audio
     from ..checkpoint import read_audio_config, read_mel_stats
+    from ..mel import log_mel
 
     audio_config = read_audio_config(ckpt, args.checkpoint)
     if audio_config is None:

@@ -1,7 +1,7 @@
 """The preprocessing cache: an LJSpeech-format corpus turned into aligned audio and log-mel arrays plus a manifest.
 
 The one contract it keeps: cached audio has a length that is a multiple of ``hop_length`` and its log-mel has exactly
-``len(audio) // hop_length`` frames (see :func:`wavenet_dilated.audio.log_mel`), so a crop of ``max_time_steps``
+``len(audio) // hop_length`` frames (see :func:`wavenet_dilated.mel.log_mel`), so a crop of ``max_time_steps``
 samples starting on a hop boundary pairs with ``max_time_steps // hop_length`` mel frames.
 
     corpus dir (metadata.csv + wavs/) → preprocess(corpus, cache, AudioConfig())
@@ -30,8 +30,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..audio import AudioConfig, MelStats, log_mel, prepare_audio, read_audio
+from ..audio import AudioConfig, prepare_audio, read_audio
 from ..config import check_int
+from ..mel import MelStats, log_mel
 from .ljspeech import METADATA_FILE, SPLITS, Utterance, parse_metadata, split_ids, warn_skipped
 
 __all__ = ["MANIFEST_FILE", "ManifestEntry", "SkippedFile", "Manifest", "load_manifest", "preprocess"]

@@ -62,7 +62,7 @@ class AudioDataset(Dataset):
         hop_length: expected hop length (checked against the cache); ``None`` = take the cache's.
         n_classes: μ-law classes: audio becomes int64 class indices (:func:`wavenet_dilated.mulaw.mu_law_encode`);
             ``None`` keeps float32 in [−1, 1].
-        mel_normalize: normalise mels with the cache's train-split :class:`~wavenet_dilated.audio.MelStats`.
+        mel_normalize: normalise mels with the cache's train-split :class:`~wavenet_dilated.mel.MelStats`.
         seed: crop seed, or ``None``.
 
     Examples:

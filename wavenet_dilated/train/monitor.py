@@ -15,9 +15,10 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from ..audio import AudioConfig, MelStats, log_mel, save_audio
+from ..audio import AudioConfig, save_audio
 from ..generation.fast import fast_generate
 from ..generation.reference import to_waveform
+from ..mel import MelStats, log_mel
 from ..nn.heads import nats_to_bits
 from ..wavenet import WaveNet
 from . import distributed as dist

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..audio import AudioConfig, MelStats
+from ..audio import AudioConfig
 from ..checkpoint import (
     find_checkpoint,
     list_checkpoints,
@@ -31,6 +31,7 @@ from ..checkpoint import (
     remove_partial_checkpoints,
 )
 from ..data.dataset import mix_seed
+from ..mel import MelStats
 from ..wavenet import WaveNetConfig
 from . import distributed as dist
 from .config import TrainConfig

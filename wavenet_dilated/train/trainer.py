@@ -46,10 +46,11 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from ..audio import AudioConfig, MelStats
+from ..audio import AudioConfig
 from ..checkpoint import BEST_CHECKPOINT, CHECKPOINT_DIR, checkpoint_name, list_checkpoints, save_checkpoint
 from ..data.cache import Manifest, load_manifest
 from ..data.dataset import AudioDataset, mix_seed
+from ..mel import MelStats
 from ..nn.heads import nats_to_bits
 from ..wavenet import WaveNet, WaveNetConfig
 from . import distributed as dist
