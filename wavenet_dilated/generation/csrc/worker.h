@@ -1,0 +1,347 @@
+// One thread's share of the fast-generation kernel's per-sample loop (run by wn_run in wavenet_kernel.cpp): the
+// barrier the threads meet at, what a call shares between them (Run), and the Worker whose methods are the phases of
+// a step.
+#pragma once
+#include <immintrin.h>
+#include <sched.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <atomic>
+
+#include "matmul.h"
+#include "sampling.h"
+#include "simd_math.h"
+#include "wavenet_kernel.h"
+
+// ----------------------------------------------------------------------------------------------- threads
+// Each thread publishes how many barriers it has reached in a cache line of its own and waits until every other
+// thread's count has caught up: one store to a line it owns and one read per other thread, no shared atomic
+// read-modify-write (a fetch_add on one shared counter costs a contended cache line per thread and barrier).
+struct alignas(64) Flag {
+    std::atomic<int64_t> epoch{0};
+    char pad_[64 - sizeof(std::atomic<int64_t>)];
+};
+
+struct Barrier {
+    Flag flag[64];
+    int n = 1;
+    void wait(int tid, int64_t& epoch) {
+        if (n == 1) return;
+        ++epoch;
+        flag[tid].epoch.store(epoch, std::memory_order_release);
+        for (int q = 0; q < n; ++q) {
+            if (q == tid) continue;
+            int spins = 0;
+            while (flag[q].epoch.load(std::memory_order_acquire) < epoch) {
+                if (++spins < 4000) _mm_pause();
+                else sched_yield();     // a busy machine: do not burn the time slice of the thread we wait for
+            }
+        }
+    }
+};
+
+// ----------------------------------------------------------------------------------------------- the loop
+struct Run {
+    const WNModel* m;
+    WNState* s;
+    int64_t n_steps;
+    const float* cond;          // (n, B, L, G) or (B, L, G)
+    int64_t cond_stride;        // floats per step (0: the same term every step)
+    const float* uniforms;      // (n, B, n_uniforms) or null when forced
+    int32_t n_uniforms;
+    float temperature;
+    const void* forced;         // (n, B) int64 or float inputs (teacher forcing), or null
+    void* samples;              // (n, B) int64 or float, or null
+    float* logits_out;          // (n, B, n_out) or null
+    // shared between threads: each writes its own slice, reads the others' after a barrier
+    float* skip_part;           // [nt][B][S] per-thread skip sums (thread 0's starts at the summed biases)
+    float* res_part;            // [2][nt][B][R] per-thread partial residual products, double-buffered by layer
+    float* logit_part;          // [nt][B][n_out_pad] per-thread partial logits
+    Barrier barrier;
+};
+
+static float* scratch(size_t n) {
+    const size_t bytes = (n * sizeof(float) + 64 + 63) / 64 * 64;
+    float* p = (float*)aligned_alloc(64, bytes);
+    if (p) memset(p, 0, bytes);
+    return p;
+}
+
+// The phases of one step below are methods so that each reads on its own; forced inline so that the loop compiles as
+// one function, with the worker's fields in registers as the locals they replace were.
+#define WN_INLINE __attribute__((always_inline)) inline
+
+// One thread's share of the loop. Thread t owns the gate channels [c0, c0 + cw): it computes those rows of the dilated
+// conv, their gate, and the products of its columns of the skip and residual 1x1s. The residual products of all threads
+// are summed (in thread order, so every thread gets the same bits) into the next layer's input after one barrier per
+// layer; the skip sums once per sample. Every thread then computes the same logits and draws the same sample.
+// A step is begin_step, layer(l) for every layer, output, draw.
+struct Worker {
+    Run* const run;
+    const WNModel* const m;
+    WNState* const s;
+    const int tid;
+    const int L, R, G, S, K, H, B;
+    const int nt, NO;
+    const int c0, cw;               // the gate channels this thread owns
+    const int s0, sw;               // the rows of the first output 1x1 this thread owns
+    const bool quantized;
+    int64_t epoch = 0;
+    int phase = 0;
+    float* h;
+    float* z;
+    float* relu_skip;
+    float* hidden;
+    float* logits;
+    float* work;
+    float* xpast;                   // a block's past inputs, column-major
+    int64_t* prev_i;
+    float* prev_f;
+    float* my_skip;
+    // the step at hand
+    int64_t t = 0, step = 0;
+    const float* cond = nullptr;
+    const float* x_prev = nullptr;  // the previous layer's input (B, R), or null for a table first layer
+    // the layer at hand
+    int d = 0;
+    int64_t P = 0, slot = 0;
+    float* ring = nullptr;
+    float* x_now = nullptr;         // this layer's input at this step
+
+    Worker(Run* run_, int tid_)
+        : run(run_), m(run_->m), s(run_->s), tid(tid_), L(m->n_layers), R(m->R), G(m->G), S(m->S), K(m->K),
+          H(G / 2), B(s->batch), nt(m->n_threads), NO(m->n_out_pad), c0(m->col0[tid]),
+          cw(m->col0[tid + 1] - c0), s0(m->row0[tid]), sw(m->row0[tid + 1] - s0), quantized(m->head == 0) {
+        h = scratch((size_t)B * 2 * (cw > 0 ? cw : 1));
+        z = scratch((size_t)B * (cw > 0 ? cw : 1));
+        relu_skip = scratch((size_t)B * S);
+        hidden = scratch((size_t)B * (sw > 0 ? sw : 1));
+        logits = scratch((size_t)B * NO);
+        work = scratch((size_t)NO + 64);
+        int max_block = 1;
+        for (int l = 0; l < L; ++l) max_block = m->block[l] > max_block ? m->block[l] : max_block;
+        xpast = scratch((size_t)max_block * B * (K - 1) * R + 1);
+        prev_i = (int64_t*)malloc(sizeof(int64_t) * B);
+        prev_f = (float*)malloc(sizeof(float) * B);
+        my_skip = run->skip_part + (int64_t)tid * B * S;
+        for (int b = 0; b < B; ++b) { prev_i[b] = s->prev_class[b]; prev_f[b] = s->prev_value[b]; }
+    }
+    Worker(const Worker&) = delete;
+    Worker& operator=(const Worker&) = delete;
+    ~Worker() {
+        free(h); free(z); free(relu_skip); free(hidden); free(logits); free(work); free(prev_i); free(prev_f);
+        free(xpast);
+    }
+
+    // The inputs of step t (forced ones, layer 0's class ring) and the skip sums' start.
+    WN_INLINE void begin_step(int64_t t_) {
+        t = t_;
+        step = s->step + t;
+        cond = run->cond + t * run->cond_stride;
+        if (run->forced) {
+            for (int b = 0; b < B; ++b) {
+                if (quantized) prev_i[b] = ((const int64_t*)run->forced)[t * B + b];
+                else prev_f[b] = ((const float*)run->forced)[t * B + b];
+            }
+        }
+        if (m->first_table && tid == 0) {
+            // layer 0's ring of classes gets this step's input; this step reads it from prev_i, later steps from here
+            const int64_t P0 = (int64_t)(K - 1) * m->dilation[0] + 1;
+            for (int b = 0; b < B; ++b) s->class_ring[(step % P0) * B + b] = (int32_t)prev_i[b];
+        }
+        for (int b = 0; b < B; ++b)
+            for (int r = 0; r < S; ++r) my_skip[(int64_t)b * S + r] = tid == 0 ? m->skip_bias[r] : 0.0f;
+        x_prev = nullptr;
+    }
+
+    // Layer l of the step: its input, this thread's rows of the dilated conv and their gate, the products of its
+    // columns of the skip and residual 1x1s; then the barrier after which every thread's parts are in.
+    WN_INLINE void layer(int l) {
+        d = m->dilation[l];
+        P = (int64_t)(K - 1) * d + 1;
+        slot = step % P;
+        ring = s->rings + s->ring_offset[l];
+        x_now = ring + slot * B * R;
+        layer_input(l);
+        if (cw > 0) {
+            if (l == 0 && m->first_table) conv_from_tables();
+            else if (m->block[l] > 1) conv_blocked(l);
+            else conv_direct(l);
+            for (int b = 0; b < B; ++b) {
+                const float* hb = h + (int64_t)b * 2 * cw;
+                gate(hb, hb + cw, z + (int64_t)b * cw, cw);
+            }
+        }
+        Inputs zin;
+        zin.parts = 1; zin.ldx = cw; zin.x[0] = z; zin.n[0] = cw;
+        const WNMatrix& Ms = m->skip[(int64_t)l * nt + tid];
+        matmul_blocks(m, Ms, 0, n_blocks(Ms), zin, B, my_skip, S, my_skip, S);
+        if (l < L - 1) {
+            float* part = run->res_part + ((int64_t)(phase & 1) * nt + tid) * B * R;
+            const WNMatrix& Mr = m->res[(int64_t)l * nt + tid];
+            matmul_blocks(m, Mr, 0, n_blocks(Mr), zin, B, nullptr, 0, part, R);
+        }
+        x_prev = (l == 0 && m->first_table) ? nullptr : x_now;
+        run->barrier.wait(tid, epoch);  // every thread's residual (and, after the last layer, skip) parts are in
+        ++phase;
+    }
+
+    // x_now: the continuous input's 1x1 embedding (layer 0), or the residual sum of the layer before (l > 0).
+    WN_INLINE void layer_input(int l) {
+        if (l == 0 && !m->first_table) {
+            // continuous input: the 1x1 embedding (every thread writes the same values)
+            for (int b = 0; b < B; ++b)
+                for (int r = 0; r < R; ++r) x_now[b * R + r] = m->embed[r] * prev_f[b] + m->embed[R + r];
+        } else if (l > 0) {
+            // x_l = res_scale x_{l-1} + res_bias + sum over threads of W_res[:, cols_t] z_t (same order everywhere)
+            const float* bias = m->res_bias + (int64_t)(l - 1) * R;
+            const float* parts = run->res_part + (int64_t)((phase - 1) & 1) * nt * B * R;
+            const __m256 scale = _mm256_set1_ps(m->res_scale);
+            for (int b = 0; b < B; ++b) {
+                const float* xp = x_prev ? x_prev + (int64_t)b * R : m->embed + prev_i[b] * R;
+                float* xn = x_now + (int64_t)b * R;
+                for (int r = 0; r < R; r += 8) {   // R is a multiple of 8; vector loads of the other threads'
+                                                   // parts keep several cache-line transfers in flight
+                    __m256 v = _mm256_fmadd_ps(scale, _mm256_loadu_ps(xp + r), _mm256_loadu_ps(bias + r));
+                    for (int q = 0; q < nt; ++q)
+                        v = _mm256_add_ps(v, _mm256_loadu_ps(parts + ((int64_t)q * B + b) * R + r));
+                    _mm256_storeu_ps(xn + r, v);
+                }
+            }
+        }
+    }
+
+    // h of layer 0 with a table first layer: its taps come from per-class tables,
+    // h = term + sum_j T_j[class at t - (K-1-j) d]
+    WN_INLINE void conv_from_tables() {
+        for (int b = 0; b < B; ++b) {
+            float* hb = h + (int64_t)b * 2 * cw;
+            const float* cb = cond + (int64_t)b * L * G;
+            for (int r = 0; r < cw; ++r) { hb[r] = cb[c0 + r]; hb[cw + r] = cb[H + c0 + r]; }
+            for (int j = 0; j < K; ++j) {
+                const int64_t back = (int64_t)(K - 1 - j) * d;
+                int64_t cls = back == 0 ? prev_i[b] : s->class_ring[((slot - back) % P + P) % P * B + b];
+                if (cls < 0) continue;
+                const float* row = m->table + ((int64_t)j * m->n_classes + cls) * G;
+                for (int r = 0; r < cw; ++r) { hb[r] += row[c0 + r]; hb[cw + r] += row[H + c0 + r]; }
+            }
+        }
+    }
+
+    // h of a blocked layer: the taps before t were inputs at least d steps ago, so their products for the next
+    // nb <= d steps are one matrix product over nb*B columns, made when a block starts (weights read once per block
+    // instead of once per step); per step only the current tap is left.
+    WN_INLINE void conv_blocked(int l) {
+        const int nb = m->block[l];
+        float* pre = s->pre + s->pre_offset[l];
+        const int KR = (K - 1) * R;
+        if (step % nb == 0) {
+            for (int i = 0; i < nb; ++i)
+                for (int j = 0; j < K - 1; ++j) {
+                    const int64_t src = ((step + i - (int64_t)(K - 1 - j) * d) % P + P) % P;
+                    for (int b = 0; b < B; ++b)
+                        memcpy(xpast + ((int64_t)i * B + b) * KR + (int64_t)j * R,
+                               ring + (src * B + b) * R, sizeof(float) * R);
+                }
+            Inputs pin;
+            pin.parts = 1; pin.ldx = KR; pin.x[0] = xpast; pin.n[0] = KR;
+            const WNMatrix& Pa = m->past_a[(int64_t)l * nt + tid];
+            const WNMatrix& Pb = m->past_b[(int64_t)l * nt + tid];
+            matmul_blocks(m, Pa, 0, n_blocks(Pa), pin, nb * B, nullptr, 0, pre + c0, G);
+            matmul_blocks(m, Pb, 0, n_blocks(Pb), pin, nb * B, nullptr, 0, pre + H + c0, G);
+        }
+        const float* pre_t = pre + (step % nb) * B * G;
+        for (int b = 0; b < B; ++b) {
+            float* hb = h + (int64_t)b * 2 * cw;
+            const float* cb = cond + (int64_t)b * L * G + (int64_t)l * G;
+            const float* pb = pre_t + (int64_t)b * G;
+            for (int r = 0; r < cw; ++r) {
+                hb[r] = cb[c0 + r] + pb[c0 + r];
+                hb[cw + r] = cb[H + c0 + r] + pb[H + c0 + r];
+            }
+        }
+        const WNMatrix& Ma = m->conv_a[(int64_t)l * nt + tid];
+        const WNMatrix& Mb = m->conv_b[(int64_t)l * nt + tid];
+        Inputs in;
+        in.parts = 1; in.ldx = R; in.x[0] = x_now; in.n[0] = R;
+        matmul_blocks(m, Ma, 0, n_blocks(Ma), in, B, h, 2 * cw, h, 2 * cw);
+        matmul_blocks(m, Mb, 0, n_blocks(Mb), in, B, h + cw, 2 * cw, h + cw, 2 * cw);
+    }
+
+    // h of any other layer: all K taps, read from the ring, in one product with the step's term as its start.
+    WN_INLINE void conv_direct(int l) {
+        const WNMatrix& Ma = m->conv_a[(int64_t)l * nt + tid];
+        const WNMatrix& Mb = m->conv_b[(int64_t)l * nt + tid];
+        Inputs in;
+        in.parts = K;
+        in.ldx = R;
+        for (int j = 0; j < K; ++j) {
+            const int64_t back = (int64_t)(K - 1 - j) * d;
+            in.x[j] = ring + ((slot - back) % P + P) % P * B * R;
+            in.n[j] = R;
+        }
+        const float* term = cond + (int64_t)l * G;
+        matmul_blocks(m, Ma, 0, n_blocks(Ma), in, B, term + c0, L * G, h, 2 * cw);
+        matmul_blocks(m, Mb, 0, n_blocks(Mb), in, B, term + H + c0, L * G, h + cw, 2 * cw);
+    }
+
+    // The step's logits (every thread the same): relu -> 1x1 (skip_scale folded) -> relu -> 1x1, thread t computing
+    // out1's rows [s0, s0 + sw) and its part of out2; one barrier, then every thread sums the parts.
+    WN_INLINE void output() {
+        for (int b = 0; b < B; ++b)
+            for (int r = 0; r < S; ++r) {
+                float v = 0.0f;
+                for (int q = 0; q < nt; ++q) v += run->skip_part[((int64_t)q * B + b) * S + r];
+                relu_skip[(int64_t)b * S + r] = v > 0.0f ? v : 0.0f;
+            }
+        float* my_logits = run->logit_part + (int64_t)tid * B * NO;
+        {
+            Inputs sin;
+            sin.parts = 1; sin.ldx = S; sin.x[0] = relu_skip; sin.n[0] = S;
+            const WNMatrix& M1 = m->out1[tid];
+            matmul_blocks(m, M1, 0, n_blocks(M1), sin, B, nullptr, 0, hidden, sw);
+            for (int b = 0; b < B; ++b)
+                for (int r = 0; r < sw; ++r) {
+                    float v = hidden[(int64_t)b * sw + r] + m->out1_bias[s0 + r];
+                    hidden[(int64_t)b * sw + r] = v > 0.0f ? v : 0.0f;
+                }
+            Inputs hin;
+            hin.parts = 1; hin.ldx = sw; hin.x[0] = hidden; hin.n[0] = sw;
+            const WNMatrix& M2 = m->out2[tid];
+            matmul_blocks(m, M2, 0, n_blocks(M2), hin, B, nullptr, 0, my_logits, NO);
+        }
+        run->barrier.wait(tid, epoch);      // every thread's partial logits are in
+        for (int b = 0; b < B; ++b)
+            for (int r = 0; r < NO; ++r) {
+                float v = m->out2_bias[r];
+                for (int q = 0; q < nt; ++q) v += run->logit_part[((int64_t)q * B + b) * NO + r];
+                logits[(int64_t)b * NO + r] = v;
+            }
+    }
+
+    // The step's samples (the next step's inputs) and what the caller asked to get back (thread 0 writes it).
+    WN_INLINE void draw() {
+        // every thread samples the same values from the same logits and uniforms: no barrier needed afterwards
+        for (int b = 0; b < B; ++b) {
+            const float* lg = logits + (int64_t)b * NO;
+            if (tid == 0 && run->logits_out)
+                memcpy(run->logits_out + (t * B + b) * m->n_out, lg, sizeof(float) * m->n_out);
+            if (run->forced) continue;
+            const double v = sample_one(m, lg, run->uniforms + (t * B + b) * run->n_uniforms, run->temperature, work);
+            if (quantized) prev_i[b] = (int64_t)v; else prev_f[b] = (float)v;
+            if (tid == 0 && run->samples) {
+                if (quantized) ((int64_t*)run->samples)[t * B + b] = (int64_t)v;
+                else ((float*)run->samples)[t * B + b] = (float)v;
+            }
+        }
+    }
+
+    // The last samples back into the state, for the next call to continue from.
+    void finish() {
+        if (tid == 0) {
+            for (int b = 0; b < B; ++b) { s->prev_class[b] = prev_i[b]; s->prev_value[b] = prev_f[b]; }
+        }
+    }
+};
