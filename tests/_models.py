@@ -12,3 +12,12 @@ def tiny_model(seed: int = 0, **overrides) -> WaveNet:
 
     torch.manual_seed(seed)
     return WaveNet(WaveNetConfig(**{**TINY, **overrides})).eval()
+
+
+def random_inputs(model: WaveNet, B: int, T: int):
+    """``(B, T)`` random inputs for ``model``: μ-law classes, or floats in [−1, 1) for a continuous head."""
+    import torch
+
+    if model.head.quantized:
+        return torch.randint(0, model.config.n_classes, (B, T))
+    return torch.rand(B, T) * 2 - 1

@@ -1,12 +1,11 @@
 """The matrix-product training forward computes the same function as WaveNet.forward (logits and gradients)."""
 
-import math
-
 import pytest
 import torch
 
 from tests._models import MEL, SPEAKER, tiny_model
-from tests.test_folding import EPS32, folded_logits, loss_bound, within
+from tests._oracle import folded_logits, loss_bound
+from tests._tolerance import assert_close_derived, stack_bound
 from wavenet_dilated.train.fused_loss import fused_forward, fused_loss
 
 
@@ -24,7 +23,8 @@ def test_fused_forward_and_gradients_equal_forward(extra):
     mel = torch.randn(B, 5, T // 8) if "cond_channels" in extra else None
     spk = torch.tensor([0, 2, 1]) if "n_speakers" in extra else None
     x = model.shift_right(audio)
-    assert within(fused_forward(model, x, mel, spk), model(x, mel, spk), folded_logits(model, x, mel, spk)[1])
+    bound = folded_logits(model, x, mel, spk)[1]
+    assert_close_derived(fused_forward(model, x, mel, spk), model(x, mel, spk), 2 * bound, "logits")
     model.zero_grad()
     ref = model.loss(audio, mel, spk)
     ref.backward()
@@ -33,15 +33,15 @@ def test_fused_forward_and_gradients_equal_forward(extra):
     loss = fused_loss(model, audio, mel, spk)
     loss.backward()
     g = grads(model)
-    assert (loss - ref).abs() <= loss_bound(model, audio, mel, spk)
+    assert_close_derived(loss, ref, loss_bound(model, audio, mel, spk), "loss")
     assert g.keys() == g_ref.keys()
     # a gradient entry sums B·T samples' products through at most L + 3 layers (embedding, L blocks, two outputs) of
     # at most n = K·R + C_mel terms each: each layer rounds by eps·√(B·T·n) of the largest gradient, in both evaluations
     c = model.config
     n = c.kernel_size * c.residual_channels + (c.cond_channels or 0)
-    scale = 2 * EPS32 * math.sqrt(B * T * n) * (c.n_layers + 3)
     for name in g:
-        assert ((g[name] - g_ref[name]).abs() <= scale * g_ref[name].abs().max()).all(), name
+        bound = 2 * stack_bound(g_ref[name].abs().max(), [B * T * n] * (c.n_layers + 3), torch.float32)
+        assert_close_derived(g[name], g_ref[name], bound, name)
 
 
 def test_fused_forward_checks_like_forward():
@@ -72,4 +72,4 @@ def test_mel_projections_grouped_or_not_give_the_same_loss(monkeypatch, group_by
     model = tiny_model(seed=2, **MEL, **SPEAKER).train()
     audio, mel, spk = torch.randint(0, 256, (2, 64)), torch.randn(2, 5, 8), torch.tensor([1, 0])
     loss, want = fused_loss(model, audio, mel, spk), model.loss(audio, mel, spk)
-    assert (loss - want).abs() <= loss_bound(model, audio, mel, spk)
+    assert_close_derived(loss, want, loss_bound(model, audio, mel, spk), "loss")
