@@ -231,7 +231,7 @@ def run_bench(
     """
     if torch.device(device).type != "cpu":
         raise ValueError(f"run_bench measures generation and training on the CPU; device must be 'cpu', found "
-                         f"{str(device)!r} (the CUDA-graph generator is fastgen.CudaGraphGenerator)")
+                         f"{str(device)!r} (the CUDA-graph generator is generation.cuda_graph.CudaGraphGenerator)")
     if seconds <= 0:
         raise ValueError(f"seconds must be > 0, found {seconds!r}")
     repeats = 3 if quick else 5
@@ -260,31 +260,40 @@ def run_bench(
         config = model_preset(preset) if isinstance(preset, str) else preset
         name = preset if isinstance(preset, str) else f"custom-{len(result['presets'])}"
         configs[name] = config
-        log(f"{name}: RF {config.receptive_field}, {config.n_layers} layers")
-        torch.manual_seed(0)
-        model = WaveNet(config).eval()
-        flops = flops_per_sample(config)
-        throughput = machine_throughput(config, repeats)
-        throughput["mv_bound_samples_per_s"] = throughput["mv_gflops"] * 1e9 / flops["total"]
-        throughput["mm_bound_samples_per_s"] = throughput["mm_gflops"] * 1e9 / flops["total"]
-        entry: dict[str, Any] = {
-            "config": dataclasses.asdict(config), "receptive_field": config.receptive_field,
-            "parameters": model.n_parameters, "flops_per_sample": flops, "machine": throughput, "generation": {},
-        }
-        for b in batches:
-            entry["generation"][f"b{b}"] = _generation(model, b, seconds, repeats, threads, flops["total"],
-                                                       naive and b == 1, log)
-        if naive:
-            stacks = growth_stacks if growth_stacks is not None else range(1, config.n_stacks + 1)
-            naive_b1 = entry["generation"].get("b1", {}).get("naive")
-            known = {config.n_stacks: naive_b1["wall_s"]} if naive_b1 else None
-            entry["naive_growth"] = _naive_growth(config, list(stacks), seconds / 2, max(1, repeats // 2), known)
-            log("  naive growth: " + ", ".join(f"RF {r['receptive_field']}: {r['naive_samples_per_s']:.2f}/s"
-                                               for r in entry["naive_growth"]))
-        if train:
-            entry["training"] = _training(config, train_shape[0], train_shape[1], 2)
-            log(f"  training {entry['training']['samples_per_s']:.0f} samples/s")
-        result["presets"][name] = entry
+        result["presets"][name] = _measure_preset(config, name, batches, seconds, repeats, threads, naive, train,
+                                                    growth_stacks, train_shape, log)
     result["machine"]["load_avg_after"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     result["targets"] = target_rows(result, configs, quick)
     return result
+
+
+def _measure_preset(config: WaveNetConfig, name: str, batches: Sequence[int], seconds: float, repeats: int,
+                    threads: Sequence[int], naive: bool, train: bool, growth_stacks: Sequence[int] | None,
+                    train_shape: tuple[int, int], log: Callable[[str], None]) -> dict[str, Any]:
+    """One preset's entry of :func:`run_bench`: its cost model, torch's throughput at its sizes, generation at each
+    batch, naive growth with the stacks, and training."""
+    log(f"{name}: RF {config.receptive_field}, {config.n_layers} layers")
+    torch.manual_seed(0)
+    model = WaveNet(config).eval()
+    flops = flops_per_sample(config)
+    throughput = machine_throughput(config, repeats)
+    throughput["mv_bound_samples_per_s"] = throughput["mv_gflops"] * 1e9 / flops["total"]
+    throughput["mm_bound_samples_per_s"] = throughput["mm_gflops"] * 1e9 / flops["total"]
+    entry: dict[str, Any] = {
+        "config": dataclasses.asdict(config), "receptive_field": config.receptive_field,
+        "parameters": model.n_parameters, "flops_per_sample": flops, "machine": throughput, "generation": {},
+    }
+    for b in batches:
+        entry["generation"][f"b{b}"] = _generation(model, b, seconds, repeats, threads, flops["total"],
+                                                   naive and b == 1, log)
+    if naive:
+        stacks = growth_stacks if growth_stacks is not None else range(1, config.n_stacks + 1)
+        naive_b1 = entry["generation"].get("b1", {}).get("naive")
+        known = {config.n_stacks: naive_b1["wall_s"]} if naive_b1 else None
+        entry["naive_growth"] = _naive_growth(config, list(stacks), seconds / 2, max(1, repeats // 2), known)
+        log("  naive growth: " + ", ".join(f"RF {r['receptive_field']}: {r['naive_samples_per_s']:.2f}/s"
+                                           for r in entry["naive_growth"]))
+    if train:
+        entry["training"] = _training(config, train_shape[0], train_shape[1], 2)
+        log(f"  training {entry['training']['samples_per_s']:.0f} samples/s")
+    return entry
