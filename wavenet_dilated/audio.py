@@ -38,6 +38,7 @@ __all__ = [
     "TRIM_TOP_DB",
     "PEAK",
     "MEL_FLOOR",
+    "MIN_SIGNAL_DBFS",
     "AudioConfig",
     "read_audio",
     "to_mono",
@@ -61,6 +62,11 @@ FMAX = 7600.0  # Hz, highest mel filter edge (must be ≤ SAMPLE_RATE / 2)
 TRIM_TOP_DB = 60.0  # dB below the utterance's peak frame that count as silence when trimming the ends
 PEAK = 0.999  # peak amplitude after peak normalisation (a hair under full scale: μ-law needs |x| ≤ 1)
 MEL_FLOOR = 1e-5  # magnitude floor before the log: log(1e-5) ≈ −11.5 is the value of digital silence
+# dBFS (0 dBFS = full scale, amplitude 1): a recording whose peak stays below this holds no usable signal — hiss or
+# silence only (speech peaks tens of dB above it) — and neither does one whose variation around its mean (the peak of
+# x − mean(x)) stays below it, whatever its DC offset. The training cache skips both (prepare_audio's check_signal);
+# −60 dBFS is an amplitude of 0.001, about 33 steps of 16-bit PCM.
+MIN_SIGNAL_DBFS = -60.0
 
 Array = TypeVar("Array", torch.Tensor, np.ndarray)
 
@@ -69,8 +75,8 @@ Array = TypeVar("Array", torch.Tensor, np.ndarray)
 class AudioConfig:
     """Signal representation: sample rate, STFT/mel parameters, trimming and normalisation.
 
-    Hashable and frozen, so it keys caches (:func:`~wavenet_dilated.mel.log_mel`'s transform) and is stored in manifests and checkpoints as
-    ``dataclasses.asdict(config)``, rebuilt with ``AudioConfig(**d)``.
+    Hashable and frozen, so it keys caches (:func:`~wavenet_dilated.mel.log_mel`'s transform) and is stored in
+    manifests and checkpoints as ``dataclasses.asdict(config)``, rebuilt with ``AudioConfig(**d)``.
 
     Args:
         sample_rate: Hz; audio at any other rate is resampled on loading.
@@ -258,6 +264,24 @@ def peak_normalize(audio: Array, peak: float = PEAK) -> Array:
     return audio if m == 0 else (audio * (peak / m)).astype(audio.dtype, copy=False)
 
 
+def _dbfs(amplitude: float) -> float:
+    return 20.0 * float(np.log10(amplitude)) if amplitude > 0 else -np.inf
+
+
+def _check_signal(audio: np.ndarray) -> None:
+    """Raise ``ValueError`` when mono ``audio`` holds no usable signal (see :data:`MIN_SIGNAL_DBFS`)."""
+    peak = _dbfs(float(np.abs(audio).max()))
+    if peak == -np.inf:
+        raise ValueError("silent: every sample is zero")
+    if peak < MIN_SIGNAL_DBFS:
+        raise ValueError(f"silent: peak {peak:.1f} dBFS is below {MIN_SIGNAL_DBFS:g} dBFS (hiss or silence only)")
+    mean = float(audio.mean(dtype=np.float64))
+    variation = _dbfs(float(np.abs(audio - np.float32(mean)).max()))
+    if variation < MIN_SIGNAL_DBFS:
+        how = "with no variation" if variation == -np.inf else f"varying by a peak of {variation:.1f} dBFS"
+        raise ValueError(f"constant: a DC level of {mean:.4g} {how}, below {MIN_SIGNAL_DBFS:g} dBFS (no signal)")
+
+
 @dataclass(frozen=True)
 class PreparedAudio:
     """A recording made ready for features by :func:`prepare_audio`.
@@ -280,12 +304,15 @@ def prepare_audio(
     trim: bool = True,
     min_samples: int | None = None,
     check_range: bool = True,
+    check_signal: bool = False,
 ) -> PreparedAudio:
-    """The one preparation of a recording before :func:`~wavenet_dilated.mel.log_mel`, shared by the training cache and vocoding.
+    """The one preparation of a recording before :func:`~wavenet_dilated.mel.log_mel`, shared by the training cache
+    and vocoding.
 
-    Finite check → mono (channel mean) → resample to ``config.sample_rate`` → trim silent ends (``trim``; with
-    ``config.trim_top_db``, frames of ``n_fft`` every ``hop_length``) → peak normalisation (``config.peak_normalize``)
-    → range check (``check_range``) → cut to whole hops, so the result has exactly ``len // hop_length`` mel frames.
+    Finite check → mono (channel mean) → signal check (``check_signal``) → resample to ``config.sample_rate`` → trim
+    silent ends (``trim``; with ``config.trim_top_db``, frames of ``n_fft`` every ``hop_length``) → peak normalisation
+    (``config.peak_normalize``) → range check (``check_range``) → cut to whole hops, so the result has exactly
+    ``len // hop_length`` mel frames.
 
     Args:
         audio: float ``(channels, T)`` as :func:`read_audio` returns it, or mono ``(T,)``.
@@ -295,10 +322,14 @@ def prepare_audio(
         min_samples: shortest usable result in samples; ``None`` = one hop.
         check_range: refuse samples outside [−1, 1] after normalisation. Audio that becomes μ-law targets needs
             them, and clipping would hide a level problem upstream; a mel alone does not.
+        check_signal: refuse a recording with no usable signal: a peak below :data:`MIN_SIGNAL_DBFS` (hiss or
+            silence only), or a variation around its mean below it (a constant DC level). The training cache does;
+            vocoding a given recording, however quiet, does not.
 
     Raises:
         ValueError: the recording is unusable. The message is the reason alone, without a path: ``empty: …``,
-            ``contains N NaN or infinite samples``, ``silent: …``, ``samples outside [-1, 1] …`` or ``too short: …``.
+            ``contains N NaN or infinite samples``, ``silent: …``, ``constant: …``, ``samples outside [-1, 1] …`` or
+            ``too short: …``.
     """
     check_int("rate", rate, 1)
     check_int("min_samples", min_samples, 1, optional=True)
@@ -311,6 +342,8 @@ def prepare_audio(
     if audio.ndim == 2 and audio.shape[0] > 1:
         conversions.append(f"mixed {audio.shape[0]} channels down to mono")
     audio = to_mono(audio)
+    if check_signal:  # at the file's own rate: resampling a constant would add ringing at its ends
+        _check_signal(audio)
     if rate != config.sample_rate:
         conversions.append(f"resampled {rate} Hz -> {config.sample_rate} Hz")
         audio = resample_audio(audio, rate, config.sample_rate)

@@ -11,18 +11,25 @@ plain Python values only, so loading a file runs no code from it)::
      "step": int, "train_config": dict, "val_nll_bits": float, "best_val_nll_bits": float, ...}  # training state
 
 :func:`save_checkpoint` writes atomically (temp file in the same directory, fsync, rename, fsync of the directory), so
-a reader never sees half a file. :func:`load_checkpoint` checks the format marker and version; the ``read_*``
+a reader never sees half a file; a failed write (a full disk) raises :class:`CheckpointWriteError`, one ``OSError``
+naming the file, after removing its temp file: the files already there are untouched. :func:`load_checkpoint`
+checks the format marker and version and, unless asked not to (``wavenet-dilated info`` reports instead), refuses
+weights that are not finite (:class:`NonFiniteCheckpointError`, naming the first such tensor); the ``read_*``
 functions turn each optional section into its object with a ``ValueError`` naming the file when it is invalid.
 A training run keeps ``ckpt_<step>.pt`` files and ``best.pt`` in its ``checkpoints/`` directory
-(:func:`list_checkpoints`, :func:`find_checkpoint`).
+(:func:`list_checkpoints`, :func:`find_checkpoint`); :func:`repair_best` makes ``best.pt`` the checkpoint with the
+lowest validation NLL on disk again after a kill or a full disk left it missing or stale.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
+import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,17 +45,23 @@ __all__ = [
     "CHECKPOINT_DIR",
     "CHECKPOINT_FORMAT",
     "CHECKPOINT_VERSION",
+    "CheckpointWriteError",
+    "NonFiniteCheckpointError",
     "checkpoint_name",
+    "copy_checkpoint",
     "describe",
     "find_checkpoint",
+    "first_non_finite",
     "list_checkpoints",
     "load_checkpoint",
     "read_audio_config",
     "read_config",
     "read_mel_stats",
     "remove_partial_checkpoints",
+    "repair_best",
     "sample_rate",
     "save_checkpoint",
+    "validated_nll_bits",
 ]
 
 logger = logging.getLogger(__name__)
@@ -68,33 +81,120 @@ def checkpoint_name(step: int) -> str:
 # --- writing and reading ------------------------------------------------------------------------------------------
 
 
-def save_checkpoint(path: str | os.PathLike[str], payload: dict[str, Any]) -> None:
-    """Atomically write a checkpoint: a temp file in the same directory, fsync, then rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, **payload}
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (disk full, read-only, …); the temp file is gone and the files that were
+    there before are untouched. ``errno`` is the underlying error's (``errno.ENOSPC`` for a full disk)."""
+
+    def __init__(self, path: Path, err: BaseException) -> None:
+        cause = _os_error(err)
+        reason = (cause.strerror or str(cause)) if cause is not None else f"{type(err).__name__}: {err}"
+        self.message = f"could not write checkpoint {path}: {reason}; the checkpoints already there are intact"
+        super().__init__(self.message)
+        self.errno = cause.errno if cause is not None else None
+        self.path = path
+
+    def __str__(self) -> str:  # OSError's own would print "[Errno …] None: path"
+        return self.message
+
+
+def _os_error(err: BaseException | None) -> OSError | None:
+    """The first ``OSError`` in ``err``'s chain: torch reports a failed write as a ``RuntimeError`` raised while it
+    handles the ``OSError`` of the write."""
+    seen = 0
+    while err is not None and seen < 16:
+        if isinstance(err, OSError):
+            return err
+        err, seen = err.__cause__ or err.__context__, seen + 1
+    return None
+
+
+def _atomic_write(path: Path, write: Callable[[Any], None]) -> None:
+    """Call ``write(file)`` on a temp file beside ``path``, fsync, rename it over ``path``, fsync the directory.
+
+    Any failure removes the temp file; an ``OSError`` (or torch's ``RuntimeError`` wrapping one) becomes a
+    :class:`CheckpointWriteError`.
+    """
+    tmp: str | None = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp = None
+    except Exception as err:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, CheckpointWriteError) or _os_error(err) is None:
+            raise
+        raise CheckpointWriteError(path, err) from err
+    except BaseException:  # KeyboardInterrupt: no half file, and the interrupt goes on
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                Path(tmp).unlink(missing_ok=True)
         raise
-    try:  # make the rename itself durable
+    with contextlib.suppress(OSError):  # make the rename itself durable (not possible on every filesystem)
         dfd = os.open(path.parent, os.O_RDONLY)
         try:
             os.fsync(dfd)
         finally:
             os.close(dfd)
-    except OSError:
-        pass
 
 
-def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load and validate a checkpoint with ``weights_only=True``; ``ValueError`` if it is corrupt or not ours."""
+def save_checkpoint(path: str | os.PathLike[str], payload: dict[str, Any]) -> None:
+    """Atomically write a checkpoint: a temp file in the same directory, fsync, then rename over ``path``.
+
+    Raises:
+        CheckpointWriteError: the write failed (e.g. ``errno.ENOSPC``); nothing at ``path`` changed.
+    """
+    payload = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, **payload}
+    _atomic_write(Path(path), lambda f: torch.save(payload, f))
+
+
+def copy_checkpoint(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
+    """Atomically copy the checkpoint file ``src`` to ``dst`` (byte for byte), as :func:`save_checkpoint` writes."""
+    with open(src, "rb") as source:
+        _atomic_write(Path(dst), lambda f: shutil.copyfileobj(source, f, 1 << 20))
+
+
+class NonFiniteCheckpointError(ValueError):
+    """A checkpoint whose weights hold NaN or infinity: it cannot be sampled from or resumed."""
+
+
+def _weight_sections(ckpt: dict[str, Any]) -> list[tuple[str, Any]]:
+    return [(key, ckpt[key]) for key in ("model", "ema") if isinstance(ckpt.get(key), dict)]
+
+
+def first_non_finite(ckpt: dict[str, Any]) -> str | None:
+    """The first tensor of the checkpoint's weights (``model``, then ``ema``) holding NaN or infinity, as
+    ``"model.out2.bias (3 NaN of 256)"``; ``None`` when every weight is finite."""
+    for section, state in _weight_sections(ckpt):
+        for name, value in state.items():
+            if isinstance(value, torch.Tensor) and value.is_floating_point() and not bool(value.isfinite().all()):
+                n_nan = int(value.isnan().sum())
+                bad = f"{n_nan} NaN" if n_nan else f"{int(value.isinf().sum())} infinite"
+                return f"{section}.{name} ({bad} of {value.numel()})"
+    return None
+
+
+def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu",
+                    require_finite: bool = True) -> dict[str, Any]:  # fmt: skip
+    """Load and validate a checkpoint with ``weights_only=True``.
+
+    Args:
+        path: the file.
+        map_location: where its tensors go.
+        require_finite: refuse weights holding NaN or infinity (``False`` only to describe such a file: use
+            :func:`first_non_finite` to say what is wrong).
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: corrupt, truncated, not ours or too new; :class:`NonFiniteCheckpointError` when
+            ``require_finite`` and a weight is not finite.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
@@ -110,6 +210,11 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
     for key in ("config", "model"):
         if key not in ckpt:
             raise ValueError(f"{path}: checkpoint has no {key!r} entry")
+    if require_finite:
+        bad = first_non_finite(ckpt)
+        if bad is not None:
+            raise NonFiniteCheckpointError(f"{path}: the weights are not finite ({bad}); the training that wrote "
+                                           "them had diverged: use an earlier checkpoint")
     return ckpt
 
 
@@ -166,7 +271,8 @@ def sample_rate(ckpt: dict[str, Any]) -> int | None:
 
 def describe(ckpt: dict[str, Any], path: str | os.PathLike[str], default_rate: int) -> dict[str, Any]:
     """What ``wavenet-dilated info`` shows, as one JSON-able dict: step, sample rate, receptive field (samples and ms
-    at the stored rate, else ``default_rate``), parameters, validation NLL, EMA, and the stored configs."""
+    at the stored rate, else ``default_rate``), parameters, validation NLL, EMA, the first non-finite weight
+    (``non_finite``, ``None`` when all are finite) and the stored configs."""
     from .wavenet import WaveNet
 
     config = read_config(ckpt, path)
@@ -183,6 +289,7 @@ def describe(ckpt: dict[str, Any], path: str | os.PathLike[str], default_rate: i
         "val_nll_bits": ckpt.get("val_nll_bits"),
         "best_val_nll_bits": ckpt.get("best_val_nll_bits"),
         "ema": ckpt.get("ema") is not None,
+        "non_finite": first_non_finite(ckpt),
         "config": ckpt["config"],
         "audio_config": ckpt.get("audio_config"),
         "mel_stats": ckpt.get("mel_stats") is not None,
@@ -217,8 +324,8 @@ def remove_partial_checkpoints(directory: str | os.PathLike[str]) -> None:
 def find_checkpoint(directory: str | os.PathLike[str]) -> tuple[Path, dict[str, Any]] | None:
     """The newest checkpoint in ``directory`` that loads, with its contents; ``None`` when there is none.
 
-    A checkpoint that does not load (truncated, corrupt: :func:`load_checkpoint` raises ``ValueError``) is skipped with
-    a warning naming it, and the one before it is tried.
+    A checkpoint that does not load (truncated, corrupt, weights not finite: :func:`load_checkpoint` raises
+    ``ValueError``) is skipped with a warning naming it, and the one before it is tried.
     """
     for step, path in reversed(list_checkpoints(directory)):
         try:
@@ -226,3 +333,48 @@ def find_checkpoint(directory: str | os.PathLike[str]) -> tuple[Path, dict[str, 
         except ValueError as err:
             logger.warning("skipping checkpoint %s (step %d): %s; trying the previous one", path, step, err)
     return None
+
+
+def validated_nll_bits(ckpt: dict[str, Any]) -> float | None:
+    """The checkpoint's validation NLL (bits/sample) when it was measured on the checkpoint's own weights (the
+    trainer records the step it validated at as ``val_step``); ``None`` otherwise. Checkpoints written before
+    ``val_step`` existed count as validated at their step."""
+    nll = ckpt.get("val_nll_bits")
+    if nll is None or ckpt.get("val_step", ckpt.get("step")) != ckpt.get("step"):
+        return None
+    return float(nll)
+
+
+def repair_best(directory: str | os.PathLike[str]) -> float | None:
+    """Make ``best.pt`` in ``directory`` the checkpoint with the lowest validation NLL among itself and the
+    ``ckpt_<step>.pt`` files there, copying that checkpoint over it when it is missing, unreadable or worse.
+
+    A kill or a full disk between writing ``ckpt_<step>.pt`` and ``best.pt`` leaves ``best.pt`` missing or stale;
+    the trainer calls this when it resumes. Returns the validation NLL ``best.pt`` now holds (``None``: no validated
+    checkpoint, and no ``best.pt``).
+    """
+    directory = Path(directory)
+    best_path = directory / BEST_CHECKPOINT
+    candidates: list[tuple[float, int, Path]] = []
+    for step, path in list_checkpoints(directory):
+        try:
+            nll = validated_nll_bits(load_checkpoint(path, map_location="cpu"))
+        except ValueError as err:
+            logger.warning("best.pt repair: skipping %s: %s", path, err)
+            continue
+        if nll is not None:
+            candidates.append((nll, step, path))
+    current: float | None = None
+    if best_path.is_file():
+        try:
+            current = validated_nll_bits(load_checkpoint(best_path, map_location="cpu"))
+        except ValueError as err:
+            logger.warning("%s does not load (%s); rewriting it", best_path, err)
+    if not candidates or (current is not None and current <= min(candidates)[0]):
+        return current
+    nll, step, path = min(candidates)  # the lowest NLL; the earliest step on a tie
+    copy_checkpoint(path, best_path)
+    was = "was missing or unreadable" if current is None else f"held validation NLL {current:.4f}"
+    logger.warning("repaired %s (it %s): now a copy of %s, validation NLL %.4f bits/sample", best_path, was,
+                   path.name, nll)
+    return nll

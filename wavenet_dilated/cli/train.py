@@ -5,7 +5,10 @@
     wavenet-dilated train --preset demo --set lr=3e-3 --set residual_channels=48
 
 The run directory (``--out-dir``, default ``runs/<preset>``) holds the preprocessed cache, checkpoints, TensorBoard
-events and samples; running the same command again resumes from its newest checkpoint. The repository's
+events and samples; running the same command again resumes from its newest checkpoint. One run at a time: the run
+holds an advisory lock on its run directory (``<out-dir>/.lock``, rank 0 only under torchrun), and a second run on the
+same directory is refused with one line naming the holder's PID (exit 2) before it writes anything; the lock of a
+killed run does not block (see :mod:`wavenet_dilated.lock`). The repository's
 ``python -m recipes.train_ljspeech`` is the same program (:func:`main`, with its own name in the messages), and
 ``torchrun … -m recipes.train_ljspeech`` runs it with DDP.
 
@@ -16,11 +19,14 @@ applies :data:`wavenet_dilated.runtime.RUNTIME_ENV` before torch is imported (se
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import logging
+import os
 import sys
 import types
 import typing
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -29,13 +35,15 @@ import torch
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from ..audio import AudioConfig
-from ..data.cache import preprocess
+from ..data.cache import check_output_dir, preprocess
+from ..data.dataset import check_crop_length
 from ..data.download import download_ljspeech
 from ..data.ljspeech import LJSPEECH_DIRNAME, LJSPEECH_URL, METADATA_FILE
+from ..lock import DirectoryLock
 from ..presets import MODEL_PRESETS
 from ..train import distributed as dist
 from ..train.config import TrainConfig
-from ..train.trainer import NonFiniteLossError, Trainer
+from ..train.trainer import DivergedError, Trainer
 from ..wavenet import WaveNetConfig
 from .common import PROG, UsageError, fail
 
@@ -225,6 +233,24 @@ def _setup_logging(out_dir: Path) -> None:
     logging.basicConfig(level=level, format=fmt, handlers=handlers, force=True)
 
 
+def _launch_rank() -> int:
+    """This process's global rank as torchrun gives it (``RANK``; 0 for a plain run), readable before the process group
+    exists, so that rank 0 can refuse a busy run directory before the other ranks wait for it in the rendezvous."""
+    value = os.environ.get("RANK", "0")
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"environment variable RANK must be an integer, found {value!r}") from None
+
+
+def _lock_run_dir(out_dir: Path) -> contextlib.AbstractContextManager[object]:
+    """The run directory's lock (``<out-dir>/.lock``), held for the whole run: only rank 0 takes it, as only rank 0
+    writes there; a held lock is a :class:`~wavenet_dilated.lock.LockHeldError` naming the holder's PID."""
+    if _launch_rank() != 0:
+        return contextlib.nullcontext()
+    return DirectoryLock(out_dir, what="run directory")
+
+
 def _preprocess(args: argparse.Namespace, preset: dict[str, Any], data_dir: Path, cache_dir: Path,
                 audio: AudioConfig, log: logging.Logger) -> None:
     """Build the feature cache: once per node (the cache may be node-local); the other ranks wait at the barrier."""
@@ -258,9 +284,10 @@ def _fit(args: argparse.Namespace, trainer: Trainer, log: logging.Logger) -> int
 def run(args: argparse.Namespace, command: str) -> int:
     """Train as the flags say; ``command`` is how the user started it (for the hints in messages).
 
-    Returns 0 when done and 130 when stopped early (the same command resumes). Raises ``FileNotFoundError`` for a
-    missing corpus, :class:`UsageError` / ``ValueError`` for bad flags and settings, and
-    :class:`~wavenet_dilated.train.trainer.NonFiniteLossError` when training diverges.
+    Returns 0 when done and 130 when stopped early (the same command resumes). Raises
+    :class:`~wavenet_dilated.lock.LockHeldError` (an ``OSError``) when another run holds ``--out-dir``,
+    ``FileNotFoundError`` for a missing corpus, :class:`UsageError` / ``ValueError`` for bad flags and settings, and
+    :class:`~wavenet_dilated.train.trainer.DivergedError` when training diverges (NaN, or far above a uniform guess).
     """
     preset = PRESETS[args.preset]
     configs = apply_overrides({"model": preset["model"], "train": preset["train"], "audio": preset["audio"]},
@@ -273,6 +300,12 @@ def run(args: argparse.Namespace, command: str) -> int:
     out_dir = args.out_dir or Path("runs") / args.preset
     cache_dir = args.cache_dir or out_dir / "cache"
     data_dir = args.data_dir or preset["data_dir"]
+    # settings that would otherwise fail only after preprocessing (or half-way into the run directory): checked first
+    check_output_dir(out_dir, "run directory")
+    check_output_dir(cache_dir, "cache")
+    dist.resolve_device(train_config.device)
+    for name in ("max_time_steps", "val_max_time_steps"):
+        check_crop_length(name, getattr(train_config, name), configs["audio"].hop_length)
     if not (data_dir / METADATA_FILE).is_file() and not args.download:
         # raised on every rank, before any of them waits at a barrier
         raise FileNotFoundError(_missing_corpus_message(data_dir, command))
@@ -282,18 +315,20 @@ def run(args: argparse.Namespace, command: str) -> int:
         if threads < 1:
             raise UsageError(f"--threads must be >= 1, found {threads}")
         torch.set_num_threads(threads)
-    device = dist.setup(train_config.device)
-    try:
-        _setup_logging(out_dir)
-        log = logging.getLogger(__name__)
-        _preprocess(args, preset, data_dir, cache_dir, configs["audio"], log)
-        if args.preprocess_only:
-            return 0
-        trainer = Trainer(configs["model"], train_config, cache_dir, out_dir, resume=args.resume)
-        log.info("preset %s on %s; run directory %s", args.preset, device, out_dir)
-        return _fit(args, trainer, log)
-    finally:
-        dist.teardown()
+    # one run per run directory, from before anything is written there (preprocessing included) to the end
+    with _lock_run_dir(out_dir):
+        device = dist.setup(train_config.device)
+        try:
+            _setup_logging(out_dir)
+            log = logging.getLogger(__name__)
+            _preprocess(args, preset, data_dir, cache_dir, configs["audio"], log)
+            if args.preprocess_only:
+                return 0
+            trainer = Trainer(configs["model"], train_config, cache_dir, out_dir, resume=args.resume)
+            log.info("preset %s on %s; run directory %s", args.preset, device, out_dir)
+            return _fit(args, trainer, log)
+        finally:
+            dist.teardown()
 
 
 _INTERRUPTED = "interrupted; rerun the same command to resume from the last checkpoint"
@@ -304,7 +339,7 @@ def _run_command(args: argparse.Namespace) -> int:
     errors become one line in :func:`wavenet_dilated.cli.cli`)."""
     try:
         return run(args, f"{PROG} train")
-    except NonFiniteLossError as err:
+    except DivergedError as err:
         return fail(str(err), status=1)
     except KeyboardInterrupt:
         print(f"{PROG}: {_INTERRUPTED}", file=sys.stderr)
@@ -316,11 +351,13 @@ def main(argv: Sequence[str] | None = None, prog: str = f"{PROG} train") -> int:
     1 diverged, 2 bad input, 130 interrupted); ``prog`` names it in usage and hints."""
     args = build_parser(prog).parse_args(argv)
     try:
-        return run(args, prog)
-    except NonFiniteLossError as err:
+        with warnings.catch_warnings():  # a skipped file is one "warning: …" line, not a line of the library's source
+            warnings.showwarning = lambda message, *_, **__: print(f"warning: {message}", file=sys.stderr)
+            return run(args, prog)
+    except DivergedError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, OSError) as err:  # OSError: a busy or unusable run directory (FileNotFoundError included)
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -8,20 +8,26 @@ samples starting on a hop boundary pairs with ``max_time_steps // hop_length`` m
       → cache dir: manifest.json + audio/<id>.npy + mel/<id>.npy
 
 Bad inputs never stop a run silently and never stop it loudly for one file: malformed metadata lines and unusable
-audio (unreadable, empty, too short, NaN/inf, out of range) are skipped with one :class:`DataWarning` each, counted and
-listed in the manifest. Convertible inputs (stereo, another sample rate) are converted and counted.
+audio (unreadable, empty, too short, NaN/inf, out of range, no signal: hiss-only or a constant DC level, see
+:data:`~wavenet_dilated.audio.MIN_SIGNAL_DBFS`) are skipped with one :class:`DataWarning` each, counted and listed in
+the manifest. Convertible inputs (stereo, another sample rate) are converted and counted.
+
+A write that fails (a full disk) stops preprocessing with one :class:`CacheWriteError` and removes the cache files
+written so far, so a failed run leaves no partial cache filling the disk; the same call, once there is room, builds it.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import dataclasses
 import hashlib
 import json
 import logging
 import multiprocessing
 import os
-from collections.abc import Mapping, Sequence
+import shutil
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,15 +38,47 @@ from tqdm import tqdm
 
 from ..audio import AudioConfig, prepare_audio, read_audio
 from ..config import check_int
+from ..lock import DirectoryLock, Holder
 from ..mel import MelStats, log_mel
 from .ljspeech import METADATA_FILE, SPLITS, Utterance, parse_metadata, split_ids, warn_skipped
 
-__all__ = ["MANIFEST_FILE", "ManifestEntry", "SkippedFile", "Manifest", "load_manifest", "preprocess"]
+__all__ = ["CACHE_LOCK_FILE", "MANIFEST_FILE", "CacheWriteError", "ManifestEntry", "SkippedFile", "Manifest",
+           "check_output_dir", "load_manifest",
+           "preprocess"]
 
 logger = logging.getLogger(__name__)
 
 MANIFEST_FILE = "manifest.json"
-MANIFEST_VERSION = 1  # bump when the cache layout or the preprocessing steps change: old caches then rebuild
+#: the lock file held while a cache is checked or built (see :mod:`wavenet_dilated.lock`)
+CACHE_LOCK_FILE = ".cache.lock"
+# bump when the cache layout or the preprocessing steps change: old caches then rebuild (2: no-signal recordings skipped)
+MANIFEST_VERSION = 2
+
+
+class CacheWriteError(OSError):
+    """A cache file could not be written (e.g. the disk is full); the cache files written so far have been removed."""
+
+
+def check_output_dir(path: str | os.PathLike[str], what: str) -> Path:
+    """``path`` as a directory that can be written in, or made: checked before any work, so that a file in the way is
+    one clear error. ``what`` names the path in the message (``"cache"``, ``"run directory"`` …), in the words of
+    :class:`~wavenet_dilated.lock.DirectoryLock`'s own check, so that both say the same.
+
+    Raises:
+        NotADirectoryError: ``path``, or the nearest of its parents that exists, is not a directory.
+        PermissionError: that directory is not writable.
+    """
+    path = Path(path)
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        if existing == path:
+            raise NotADirectoryError(f"{what} {str(path)!r} is a file; expected a directory")
+        raise NotADirectoryError(f"{what} {str(path)!r} cannot be made: {str(existing)!r} is a file, not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise PermissionError(f"{what} {str(path)!r} cannot be written: no write permission in {str(existing)!r}")
+    return path
 
 
 @dataclass(frozen=True)
@@ -158,18 +196,46 @@ def _process(job: _Job) -> _Result:
         if path.stat().st_size == 0:
             return _Result(job.id, "empty file (0 bytes)")
         audio, rate = read_audio(path)
-    except (FileNotFoundError, ValueError) as e:
+    except (OSError, ValueError) as e:  # missing, unreadable (permissions …) or not decodable
         return _Result(job.id, f"unreadable: {e}")
     try:
-        prepared = prepare_audio(audio, rate, cfg, min_samples=job.min_samples)
+        prepared = prepare_audio(audio, rate, cfg, min_samples=job.min_samples, check_signal=True)
     except ValueError as e:
         return _Result(job.id, str(e))
     n = prepared.audio.size
     mel = log_mel(torch.from_numpy(prepared.audio), cfg).numpy()
     assert mel.shape == (cfg.n_mels, n // cfg.hop_length), mel.shape  # log_mel's alignment contract
-    np.save(job.audio_out, prepared.audio)
-    np.save(job.mel_out, mel)
+    _save(job, prepared.audio, mel)
     return _Result(job.id, None, n, prepared.conversions, MelStats.moments(mel))
+
+
+def _save(job: _Job, audio: np.ndarray, mel: np.ndarray) -> None:
+    """Write one utterance's two cache files; a failed write removes both and raises :class:`CacheWriteError`."""
+    for out, array in ((job.audio_out, audio), (job.mel_out, mel)):
+        try:
+            np.save(out, array)
+        except OSError as err:
+            _remove_files((job.audio_out, job.mel_out))
+            raise CacheWriteError(f"cannot write {out!r}: {_write_failure(err, out)}") from err
+
+
+def _write_failure(err: OSError, path: str | Path) -> str:
+    """Why a write failed, with the free space left: numpy reports a full disk as a short write, without ENOSPC."""
+    try:
+        free = f"{shutil.disk_usage(Path(path).parent).free / 1e6:.1f} MB free there"
+    except OSError:
+        free = "free space unknown"
+    return f"{err.strerror or err} ({free})"
+
+
+def _remove_files(paths: Sequence[str | Path]) -> int:
+    """Delete ``paths`` where they exist (best effort: this runs after a failure); how many were removed."""
+    removed = 0
+    for path in paths:
+        with contextlib.suppress(OSError):
+            Path(path).unlink()
+            removed += 1
+    return removed
 
 
 def _init_worker() -> None:
@@ -177,36 +243,64 @@ def _init_worker() -> None:
 
 
 def _run_jobs(jobs: Sequence[_Job], n_workers: int, progress: bool) -> list[_Result]:
+    """Every job's result, in order. A failed write stops all of them and removes every cache file they wrote."""
     if not jobs:
         return []
     bar = tqdm(total=len(jobs), desc="preprocess", unit="utt", disable=not progress)
-    results = []
-    with bar:
-        if n_workers == 1 or len(jobs) == 1:
-            for job in jobs:
-                results.append(_process(job))
-                bar.update()
-        else:
-            # spawn, not fork: forking a process that has already run torch's thread pool can deadlock.
-            ctx = multiprocessing.get_context("spawn")
-            chunksize = max(1, min(32, len(jobs) // (8 * n_workers)))
-            try:
-                with concurrent.futures.ProcessPoolExecutor(n_workers, mp_context=ctx, initializer=_init_worker) as pool:
-                    for result in pool.map(_process, jobs, chunksize=chunksize):
-                        results.append(result)
-                        bar.update()
-            except concurrent.futures.process.BrokenProcessPool as e:
-                raise RuntimeError(
-                    "a preprocessing worker process died. Workers are spawned and re-import the main module: call "
-                    'preprocess() under `if __name__ == "__main__":` in scripts, or pass n_workers=1'
-                ) from e
+    results: list[_Result] = []
+    try:
+        with bar:
+            if n_workers == 1 or len(jobs) == 1:
+                for job in jobs:
+                    results.append(_process(job))
+                    bar.update()
+            else:
+                _run_pool(jobs, n_workers, results, bar)
+    except CacheWriteError as err:
+        n = _remove_files([out for job in jobs for out in (job.audio_out, job.mel_out)])
+        cache_dir = Path(jobs[0].audio_out).parent.parent
+        raise CacheWriteError(
+            f"preprocessing stopped: {err}. Removed the {n} cache files written so far; free space in "
+            f"{str(cache_dir)!r} (or choose another cache directory) and run the same command again"
+        ) from err
     return results
 
 
+def _run_pool(jobs: Sequence[_Job], n_workers: int, results: list[_Result], bar: tqdm) -> None:
+    """:func:`_run_jobs` in ``n_workers`` spawned processes, appending to ``results``."""
+    # spawn, not fork: forking a process that has already run torch's thread pool can deadlock.
+    ctx = multiprocessing.get_context("spawn")
+    chunksize = max(1, min(32, len(jobs) // (8 * n_workers)))
+    try:
+        with concurrent.futures.ProcessPoolExecutor(n_workers, mp_context=ctx, initializer=_init_worker) as pool:
+            try:
+                for result in pool.map(_process, jobs, chunksize=chunksize):
+                    results.append(result)
+                    bar.update()
+            except CacheWriteError:
+                pool.shutdown(wait=True, cancel_futures=True)  # no worker writes after the cleanup
+                raise
+    except concurrent.futures.process.BrokenProcessPool as e:
+        raise RuntimeError(
+            "a preprocessing worker process died. Workers are spawned and re-import the main module: call "
+            'preprocess() under `if __name__ == "__main__":` in scripts, or pass n_workers=1'
+        ) from e
+
+
 def _write_json_atomic(path: Path, obj: Any) -> None:
+    """Write the manifest (the cache's last file). When that fails, the cache files go too: without a manifest they
+    would never be used, only fill the disk."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(obj, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as err:
+        n = _remove_files([tmp, *_cache_files(path.parent)])
+        raise CacheWriteError(
+            f"preprocessing stopped: cannot write {str(path)!r}: {_write_failure(err, path)}. Removed the {n} cache files "
+            f"written; free space in {str(path.parent)!r} (or choose another cache directory) and run the same "
+            "command again"
+        ) from err
 
 
 def _check_arguments(
@@ -246,8 +340,13 @@ def _invalidate(cache_dir: Path) -> None:
     (cache_dir / MANIFEST_FILE).unlink(missing_ok=True)
     for sub in ("audio", "mel"):
         (cache_dir / sub).mkdir(parents=True, exist_ok=True)
-        for stale in (cache_dir / sub).glob("*.npy"):  # only our own files: never rmtree a user-named directory
-            stale.unlink()
+    for stale in _cache_files(cache_dir):
+        stale.unlink()
+
+
+def _cache_files(cache_dir: Path) -> list[Path]:
+    """The ``.npy`` files in the cache's ``audio/`` and ``mel/``: only our own files, never a user's directory tree."""
+    return [p for sub in ("audio", "mel") for p in (cache_dir / sub).glob("*.npy")]
 
 
 def _sort_results(
@@ -260,7 +359,7 @@ def _sort_results(
         u = by_id[r.id]
         if r.reason is not None:
             skipped.append(SkippedFile(r.id, str(u.wav_path), u.line, r.reason))
-            warn_skipped(f"skipping {u.wav_path} ({METADATA_FILE} line {u.line}): {r.reason}", stacklevel=4)
+            warn_skipped(f"skipping {u.wav_path} ({METADATA_FILE} line {u.line}): {r.reason}", stacklevel=5)
             continue
         if r.conversions:
             converted[r.id] = r.conversions
@@ -325,7 +424,9 @@ def preprocess(
 
     Skipped, with one :class:`DataWarning` each naming the file and the reason, and counted in the manifest:
     malformed metadata lines, missing, unreadable or empty files, NaN/inf samples, samples outside [−1, 1] (no silent
-    clipping), and audio shorter than ``min_samples`` (e.g. one training crop) after trimming.
+    clipping), recordings without signal (a peak, or a variation around a DC level, below
+    :data:`~wavenet_dilated.audio.MIN_SIGNAL_DBFS`), and audio shorter than ``min_samples`` (e.g. one training crop)
+    after trimming.
 
     Args:
         data_dir: corpus directory with ``metadata.csv`` and ``wavs/``.
@@ -340,19 +441,46 @@ def preprocess(
         val_fraction, test_fraction: passed to :func:`split_ids`.
         force: rebuild even if the cache is up to date.
 
+    One process at a time: the check and the build hold an advisory lock, ``<cache_dir>/.cache.lock``
+    (:mod:`wavenet_dilated.lock`). A second call on the same cache (another torchrun node sharing it, a second run)
+    *waits*, logging a warning that names the holder's PID and host, and then reuses the cache the first one built.
+    A lock left by a killed process does not block.
+
     Idempotent: when ``manifest.json`` has the same fingerprint and all its files exist, it is returned without
-    touching anything (changes of wav contents are not detected — pass ``force=True``). Any change of the AudioConfig,
-    ``min_samples``, the fractions or ``metadata.csv`` rebuilds the cache.
+    touching anything but the lock file (changes of wav contents are not detected — pass ``force=True``). Any change
+    of the AudioConfig, ``min_samples``, the fractions or ``metadata.csv`` rebuilds the cache.
 
     Raises:
-        FileNotFoundError: no ``metadata.csv`` under ``data_dir``.
+        FileNotFoundError: no ``metadata.csv`` or no ``wavs/`` folder under ``data_dir``.
+        NotADirectoryError, PermissionError: ``cache_dir`` is (under) a file, or not writable (before any work).
+        CacheWriteError: a cache file could not be written (e.g. a full disk); the files written so far are removed.
         ValueError: bad arguments, or no usable utterance at all.
     """
-    data_dir, cache_dir = Path(data_dir), Path(cache_dir)
+    data_dir, cache_dir = Path(data_dir), check_output_dir(cache_dir, "cache")
     audio_config, n_workers = _check_arguments(audio_config, n_workers, min_samples, val_fraction, test_fraction)
     meta = data_dir / METADATA_FILE
     if not meta.is_file():
         raise FileNotFoundError(f"{METADATA_FILE} not found: expected an LJSpeech-format corpus with {str(meta)!r}")
+    # one builder at a time (torchrun nodes may share a cache): a second waits, then finds the cache up to date
+    with DirectoryLock(cache_dir, name=CACHE_LOCK_FILE, what="cache", wait=True, on_wait=_say_waiting(cache_dir)):
+        return _build_cache(data_dir, cache_dir, audio_config, n_workers, min_samples, progress, val_fraction,
+                            test_fraction, force)
+
+
+def _say_waiting(cache_dir: Path) -> Callable[[Holder | None], None]:
+    def say(holder: Holder | None) -> None:
+        logger.warning("waiting for %s, which is building the cache %s (lock file %s)",
+                       holder.describe() if holder else "another process", cache_dir, cache_dir / CACHE_LOCK_FILE)
+
+    return say
+
+
+def _build_cache(
+    data_dir: Path, cache_dir: Path, audio_config: AudioConfig, n_workers: int, min_samples: int | None,
+    progress: bool, val_fraction: float, test_fraction: float, force: bool,
+) -> Manifest:
+    """:func:`preprocess` once its arguments are checked, holding the cache's lock."""
+    meta = data_dir / METADATA_FILE
     settings = {"audio_config": audio_config.to_dict(), "min_samples": min_samples, "val_fraction": val_fraction,
                 "test_fraction": test_fraction}  # fmt: skip
     metadata_sha256 = hashlib.sha256(meta.read_bytes()).hexdigest()
@@ -363,7 +491,7 @@ def preprocess(
     utterances, problems = parse_metadata(data_dir)
     skipped = [SkippedFile(None, str(meta), line, f"bad metadata line: {why}") for line, why in problems]
     for line, why in problems:
-        warn_skipped(f"{meta}:{line}: skipped: {why}")
+        warn_skipped(f"{meta}:{line}: skipped: {why}", stacklevel=4)  # the caller of preprocess()
     _invalidate(cache_dir)
     jobs = [
         _Job(u.id, str(u.wav_path), str(cache_dir / "audio" / f"{u.id}.npy"), str(cache_dir / "mel" / f"{u.id}.npy"),

@@ -25,7 +25,7 @@ from ..mulaw import mu_law_encode
 from .cache import load_manifest
 from .ljspeech import SPLITS
 
-__all__ = ["AudioDataset", "collate", "mix_seed"]
+__all__ = ["AudioDataset", "check_crop_length", "collate", "mix_seed"]
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +40,26 @@ def mix_seed(*values: int) -> int:
         h = (h ^ (h >> 27)) * 0x94D049BB133111EB & 0xFFFFFFFFFFFFFFFF
         h ^= h >> 31
     return h & 0x7FFFFFFFFFFFFFFF
+
+
+def check_crop_length(name: str, value: int | None, hop_length: int) -> int | None:
+    """``value`` (a crop length in samples, e.g. ``max_time_steps``; ``None`` = no crop) checked to be a whole number
+    of hops, at least one: a crop pairs with ``value // hop_length`` mel frames. A caller can check its settings with
+    this before preprocessing, rather than meet the error when the dataset is built after it.
+
+    Raises:
+        ValueError: not an int, or not a positive multiple of ``hop_length`` (the message names the nearest ones).
+    """
+    if check_int(name, value, 1, optional=True) is None:
+        return None
+    if value < hop_length:
+        raise ValueError(f"{name} must be at least one hop (hop_length={hop_length}) and a multiple of it, found {value}")
+    if value % hop_length:
+        lower, upper = value // hop_length * hop_length, math.ceil(value / hop_length) * hop_length
+        raise ValueError(
+            f"{name} must be a multiple of hop_length={hop_length}, found {value} (nearest: {lower} or {upper})"
+        )
+    return value
 
 
 class AudioDataset(Dataset):
@@ -88,12 +108,7 @@ class AudioDataset(Dataset):
         hop = self.manifest.audio_config.hop_length
         if hop_length is not None and hop_length != hop:
             raise ValueError(f"hop_length {hop_length} does not match the cache's AudioConfig: expected {hop}")
-        if check_int("max_time_steps", max_time_steps, 1, optional=True) is not None:
-            if max_time_steps % hop:
-                raise ValueError(
-                    f"max_time_steps must be a multiple of hop_length={hop}, found {max_time_steps} "
-                    f"(nearest: {max(hop, max_time_steps // hop * hop)} or {math.ceil(max_time_steps / hop) * hop})"
-                )
+        check_crop_length("max_time_steps", max_time_steps, hop)
         check_int("n_classes", n_classes, 2, optional=True)
         check_int("seed", seed, optional=True)
         entries = self.manifest.entries(split)

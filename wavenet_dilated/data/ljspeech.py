@@ -96,6 +96,10 @@ def parse_metadata(root: Path) -> tuple[list[Utterance], list[tuple[int, str]]]:
         raise FileNotFoundError(
             f"{METADATA_FILE} not found: expected an LJSpeech-format corpus with {str(meta)!r} (and {WAVS_DIR}/)"
         )
+    if not (root / WAVS_DIR).is_dir():  # one line, rather than a "missing" warning for every line of metadata.csv
+        raise FileNotFoundError(
+            f"no {WAVS_DIR}/ folder in {str(root)!r}: expected the audio files as {WAVS_DIR}/<id>.wav beside {METADATA_FILE}"
+        )
     utterances: list[Utterance] = []
     problems: list[tuple[int, str]] = []
     seen: dict[str, int] = {}
@@ -129,7 +133,7 @@ def read_metadata(root: str | os.PathLike[str]) -> list[Utterance]:
     ``<root>/wavs/<id>.wav`` is missing are skipped with one :class:`DataWarning` each, naming the line number.
 
     Raises:
-        FileNotFoundError: ``root`` or ``root/metadata.csv`` does not exist.
+        FileNotFoundError: ``root``, ``root/metadata.csv`` or the ``root/wavs/`` folder does not exist.
     """
     root = Path(root)
     utterances, problems = parse_metadata(root)

@@ -1,7 +1,7 @@
 """Training a WaveNet: the trainer, its config and state, monitoring, the fused loss and the distributed helpers.
 
 - :mod:`~wavenet_dilated.train.trainer`: :class:`Trainer` (setup, fit, step, validate, checkpoints, stop on signal),
-  :class:`TrainSummary`, :class:`NonFiniteLossError`;
+  :class:`TrainSummary`, :class:`DivergedError` and its :class:`NonFiniteLossError`;
 - :mod:`~wavenet_dilated.train.config`: :class:`TrainConfig` and the learning-rate schedule :func:`lr_factor`;
 - :mod:`~wavenet_dilated.train.sampler`: :class:`StepBatchSampler`, the batches of each step as a function of
   ``(seed, step, rank)``;
@@ -25,6 +25,7 @@ from .._lazy import lazy_attributes
 _EXPORTS: dict[str, str] = {
     "Trainer": "trainer",
     "TrainSummary": "trainer",
+    "DivergedError": "trainer",
     "NonFiniteLossError": "trainer",
     "TrainConfig": "config",
     "lr_factor": "config",
@@ -33,6 +34,7 @@ _EXPORTS: dict[str, str] = {
 }
 
 __all__ = [
+    "DivergedError",
     "ModelEMA",
     "NonFiniteLossError",
     "StepBatchSampler",
@@ -50,4 +52,4 @@ if TYPE_CHECKING:  # what static checkers and IDEs see
     from .config import TrainConfig, lr_factor
     from .sampler import StepBatchSampler
     from .state import ModelEMA
-    from .trainer import NonFiniteLossError, Trainer, TrainSummary
+    from .trainer import DivergedError, NonFiniteLossError, Trainer, TrainSummary

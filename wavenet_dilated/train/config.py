@@ -12,6 +12,7 @@ from ..config import check_int, check_number, config_from_dict
 
 __all__ = ["TrainConfig", "lr_factor"]
 
+
 @dataclass(frozen=True)
 class TrainConfig:
     """How to train; stored in every checkpoint as ``asdict(config)``.
@@ -29,6 +30,13 @@ class TrainConfig:
         batch_size: crops per process and step (the global batch is ``batch_size · world_size``).
         max_time_steps: crop length in samples, a multiple of the hop length.
         grad_clip: clip the global gradient norm to this; ``None`` = no clipping (the norm is still reported).
+        diverge_margin_bits: stop the run (:class:`~wavenet_dilated.train.monitor.DivergedError`) when a step's
+            training loss, or a validation NLL, is more than this many bits/sample above the NLL of a uniform guess
+            (``log2(n_classes)`` for categorical and mixture-of-logistics heads, 1 bit for gaussian). The default, 8
+            bits, is a model 256 times less likely than a uniform guess on average, which a converging run does not
+            reach even at initialisation; ``None`` = off.
+        diverge_val_rise_bits: stop the run when a validation NLL is more than this many bits/sample above the best
+            one so far (a run that has started to diverge, not one that overfits a little); ``None`` = off.
         ema_decay: decay of the exponential moving average of the weights (``None`` = no EMA). The effective decay is
             ``min(ema_decay, (1 + step) / (10 + step))``, so the average follows the weights early in training.
         eval_ema: validate and sample with the EMA weights (when there are any).
@@ -64,6 +72,8 @@ class TrainConfig:
     batch_size: int = 8
     max_time_steps: int = 10240
     grad_clip: float | None = 1.0
+    diverge_margin_bits: float | None = 8.0
+    diverge_val_rise_bits: float | None = 2.0
     ema_decay: float | None = 0.9999
     eval_ema: bool = True
     amp: str | None = None
@@ -98,6 +108,8 @@ class TrainConfig:
         for name in ("max_steps", "batch_size", "max_time_steps"):
             self._check_int(name, 1)
         self._check_number("grad_clip", 0.0, math.inf, low_open=True, optional=True)
+        self._check_number("diverge_margin_bits", 0.0, math.inf, low_open=True, optional=True)
+        self._check_number("diverge_val_rise_bits", 0.0, math.inf, low_open=True, optional=True)
         if self.ema_decay is not None:
             self._check_number("ema_decay", 0.0, 1.0, low_open=True)
             if self.ema_decay >= 1.0:

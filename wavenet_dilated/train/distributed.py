@@ -23,6 +23,7 @@ __all__ = [
     "local_rank",
     "world_size",
     "is_main",
+    "resolve_device",
     "setup",
     "teardown",
     "barrier",
@@ -66,6 +67,36 @@ def _env_int(name: str) -> int | None:
         raise ValueError(f"environment variable {name} must be an integer, found {value!r}") from None
 
 
+_DEVICE_CHOICES = "'cpu', 'cuda' or 'cuda:N'"
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """The device to train on: ``"cpu"``, ``"cuda"``, ``"cuda:N"``, or ``None`` for CUDA when available, else CPU.
+
+    Raises:
+        ValueError: any other name (``"tpu"``, ``"mps"``, a typo), CUDA asked for where there is none, or a GPU index
+            this machine does not have. Checked before any work.
+    """
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not isinstance(device, (str, torch.device)):
+        raise ValueError(f"device must be {_DEVICE_CHOICES}, found {device!r}")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, ValueError) as err:  # torch: "Expected one of cpu, cuda, … device type at start of …"
+        raise ValueError(f"device must be {_DEVICE_CHOICES}, found {str(device)!r}") from err
+    if resolved.type not in ("cpu", "cuda") or (resolved.type == "cpu" and resolved.index not in (None, 0)):
+        raise ValueError(f"device must be {_DEVICE_CHOICES}, found {str(device)!r}")
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {str(device)!r} requested but CUDA is not available on this machine; use 'cpu'")
+        n = torch.cuda.device_count()
+        if resolved.index is not None and resolved.index >= n:
+            raise ValueError(f"device {str(device)!r}: this machine has {n} GPU{'s' if n != 1 else ''} "
+                             f"(cuda:0 to cuda:{n - 1})")  # fmt: skip
+    return resolved
+
+
 def setup(device: str | torch.device | None = None, timeout_minutes: float = 30.0) -> torch.device:
     """Join the process group that ``torchrun`` describes in the environment and pick this process's device.
 
@@ -77,14 +108,13 @@ def setup(device: str | torch.device | None = None, timeout_minutes: float = 30.
     Returns:
         The ``torch.device`` this process trains on.
 
+    Raises:
+        ValueError: a device name :func:`resolve_device` refuses, or a torchrun environment that does not fit it.
+
     Without ``WORLD_SIZE`` > 1 in the environment no process group is created (a world of one). Calling it again once
     the group exists only returns the device.
     """
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {str(device)!r} requested but CUDA is not available on this machine")
+    device = resolve_device(device)
     n = _env_int("WORLD_SIZE") or 1
     if n > 1:
         r, lr = _env_int("RANK"), _env_int("LOCAL_RANK")

@@ -1,4 +1,5 @@
-"""Watching a run: the TensorBoard writer, the training and validation log lines, and vocoded samples.
+"""Watching a run: the TensorBoard writer, the training and validation log lines, vocoded samples, and the stop
+on divergence (:class:`DivergedError`, :class:`NonFiniteLossError`, :func:`divergence`).
 
 Only rank 0 writes (:class:`Monitor` does nothing on the other processes). TensorBoard tags: ``train/nll_bits``,
 ``train/lr``, ``train/grad_norm``, ``train/samples_per_s``, ``val/nll_bits``, ``sample/audio`` and ``sample/mel``;
@@ -20,15 +21,71 @@ from ..generation.fast import fast_generate
 from ..generation.reference import to_waveform
 from ..mel import MelStats, log_mel
 from ..nn.heads import nats_to_bits
-from ..wavenet import WaveNet
+from ..wavenet import WaveNet, WaveNetConfig
 from . import distributed as dist
+from .config import TrainConfig
 
 if TYPE_CHECKING:
     from torch.utils.tensorboard import SummaryWriter
 
-__all__ = ["Monitor", "TrainMeter", "generate_sample", "mel_image", "sample_source"]
+__all__ = ["DivergedError", "Monitor", "NonFiniteLossError", "TrainMeter", "divergence", "generate_sample",
+           "mel_image", "sample_source", "uniform_nll_bits"]
 
 logger = logging.getLogger(__name__)
+
+_HINT = "Try a lower lr, a grad_clip, more warmup_steps or amp=None."
+
+
+class DivergedError(RuntimeError):
+    """Training diverged and was stopped; the diverged weights were saved neither as a checkpoint nor as best.pt.
+
+    Attributes:
+        step: the step at which it was detected.
+        reason: what was found (one phrase).
+        checkpoint: the last good checkpoint, or ``None`` when none was written.
+    """
+
+    def __init__(self, step: int, reason: str, checkpoint: Path | None, kept: str = "the diverged weights were not "
+                 "saved") -> None:  # fmt: skip
+        self.step, self.reason, self.checkpoint = step, reason, checkpoint
+        last = f"the last good checkpoint is {str(checkpoint)!r}" if checkpoint else "no checkpoint was written yet"
+        super().__init__(f"training stopped at step {step}: {reason}; {kept} and {last}. {_HINT}")
+
+
+class NonFiniteLossError(DivergedError):
+    """The loss or the gradient norm became NaN or infinite; the weights were not updated by that step.
+
+    Attributes (besides :class:`DivergedError`'s):
+        loss: the loss in nats (mean over processes).
+        grad_norm: the global gradient norm.
+    """
+
+    def __init__(self, step: int, loss: float, grad_norm: float, checkpoint: Path | None) -> None:
+        self.loss, self.grad_norm = loss, grad_norm
+        super().__init__(step, f"non-finite loss {loss} (grad norm {grad_norm})", checkpoint,
+                         kept="the weights were not updated")
+
+
+def uniform_nll_bits(config: WaveNetConfig) -> float:
+    """The NLL (bits/sample) of a model that knows nothing: uniform over the classes (categorical, mixture of
+    logistics: ``log2(n_classes)``), or the uniform density on [−1, 1] (gaussian: 1 bit)."""
+    return 1.0 if config.output == "gaussian" else math.log2(config.n_classes)
+
+
+def divergence(what: str, bits: float, model_config: WaveNetConfig, config: TrainConfig,
+               best_val_bits: float | None = None) -> str | None:  # fmt: skip
+    """Why ``bits`` (a training loss or, with ``best_val_bits``, a validation NLL, in bits/sample) means the run
+    diverged, or ``None`` when it does not: above the uniform baseline by more than ``config.diverge_margin_bits``,
+    or a validation NLL above the best so far by more than ``config.diverge_val_rise_bits``."""
+    uniform = uniform_nll_bits(model_config)
+    margin, rise = config.diverge_margin_bits, config.diverge_val_rise_bits
+    if margin is not None and bits > uniform + margin:
+        return (f"{what} {bits:.4g} bits/sample is more than diverge_margin_bits={margin:g} above the uniform "
+                f"baseline {uniform:.4g}")
+    if rise is not None and best_val_bits is not None and bits > best_val_bits + rise:
+        return (f"{what} {bits:.4g} bits/sample is more than diverge_val_rise_bits={rise:g} above the best "
+                f"{best_val_bits:.4g}")
+    return None
 
 
 class TrainMeter:

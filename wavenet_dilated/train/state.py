@@ -1,9 +1,10 @@
 """The training state beyond the weights: the EMA of the weights, the random number generators, and resuming.
 
 Everything here is stored as plain types and tensors, so ``torch.load(weights_only=True)`` reads it back (the
-checkpoint format itself is :mod:`wavenet_dilated.checkpoint`'s). Resuming is two steps: :func:`find_resume_checkpoint`
-picks the checkpoint (rank 0 decides, every rank receives it) and :func:`check_resumable` refuses one that does not fit
-this run; the trainer then loads it and calls :func:`restore_rng`.
+checkpoint format itself is :mod:`wavenet_dilated.checkpoint`'s). Resuming is four steps: :func:`find_resume_checkpoint`
+picks the checkpoint (rank 0 decides, every rank receives it; weights that are not finite are never resumed from) and
+:func:`check_resumable` refuses one that does not fit this run; the trainer then loads it, applies the settings that
+changed since (:func:`apply_changed_config`), calls :func:`restore_rng`, and :func:`restore_best` repairs ``best.pt``.
 """
 
 from __future__ import annotations
@@ -29,19 +30,22 @@ from ..checkpoint import (
     read_audio_config,
     read_config,
     remove_partial_checkpoints,
+    repair_best,
 )
 from ..data.dataset import mix_seed
 from ..mel import MelStats
 from ..wavenet import WaveNetConfig
 from . import distributed as dist
-from .config import TrainConfig
+from .config import TrainConfig, lr_factor
 
 __all__ = [
+    "FIXED_ON_RESUME",
     "ModelEMA",
     "all_finite",
+    "apply_changed_config",
     "check_resumable",
     "find_resume_checkpoint",
-    "log_changed_config",
+    "restore_best",
     "restore_rng",
     "rng_state",
     "seed_everything",
@@ -205,10 +209,60 @@ def check_resumable(ckpt: Mapping[str, Any], path: Path, model_config: WaveNetCo
         logger.warning("%s: the cache's mel statistics differ from the checkpoint's (was the cache rebuilt?)", path)
 
 
-def log_changed_config(ckpt: Mapping[str, Any], config: TrainConfig) -> None:
-    """Log the training settings that differ from the checkpoint's (they apply from now on)."""
-    if isinstance(ckpt.get("train_config"), Mapping):
-        ours = asdict(config)
-        changed = {k: (v, ours[k]) for k, v in ckpt["train_config"].items() if k in ours and v != ours[k]}
-        if changed:
-            logger.info("train config changed since the checkpoint (was, now): %s", changed)
+#: TrainConfig fields a resumed run may not change: validation NLLs measured otherwise would not compare with
+#: ``best.pt``'s and the best so far (both the choice of best.pt and the divergence stop compare them)
+FIXED_ON_RESUME = ("val_max_utterances", "val_max_time_steps")
+
+
+def apply_changed_config(ckpt: Mapping[str, Any], config: TrainConfig, optimizer: torch.optim.Optimizer,
+                         scheduler: torch.optim.lr_scheduler.LambdaLR, path: Path) -> dict[str, tuple[Any, Any]]:
+    """Make the restored optimiser and schedule follow ``config``, and log what changed since the checkpoint.
+
+    The optimiser's hyperparameters (lr, betas, weight decay, the Adam/AdamW choice) are set from ``config`` in every
+    parameter group, and the learning rate of the next update is recomputed from ``config.lr`` and the schedule
+    (warm-up, decay, ``max_steps``); the other settings (grad_clip, batch_size, EMA decay, divergence limits, …) are
+    read from ``config`` by the trainer at every step. With nothing changed this leaves the restored state
+    bit-identical.
+
+    Returns the changed settings as ``{name: (was, now)}``.
+
+    Raises:
+        ValueError: a setting of :data:`FIXED_ON_RESUME` changed (the message names it and both values).
+    """
+    stored = ckpt.get("train_config")
+    ours = asdict(config)
+    changed: dict[str, tuple[Any, Any]] = {}
+    if isinstance(stored, Mapping):
+        for key, was in stored.items():
+            was = tuple(was) if isinstance(was, list) else was
+            if key in ours and was != ours[key]:
+                changed[key] = (was, ours[key])
+    for key in FIXED_ON_RESUME:
+        if key in changed:
+            was, now = changed[key]
+            raise ValueError(f"{path}: {key} was {was!r} and is now {now!r}, but it cannot change when resuming: "
+                             "validation NLLs measured otherwise would not compare with best.pt's; keep "
+                             f"{key}={was!r} or train in a new run directory")
+    defaults = optimizer.defaults  # the hyperparameters ``config`` built the optimiser with
+    step = scheduler.last_epoch
+    scheduler.base_lrs = [config.lr for _ in optimizer.param_groups]
+    for group in optimizer.param_groups:
+        for key, value in defaults.items():
+            if key in group and key != "lr":
+                group[key] = value
+        group["initial_lr"] = config.lr
+        group["lr"] = config.lr * lr_factor(step, config)
+    scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]  # what get_last_lr() reports
+    if changed:
+        logger.warning("applied the settings changed since %s (was → now): %s", path.name,
+                       ", ".join(f"{k} {was!r} → {now!r}" for k, (was, now) in changed.items()))
+    return changed
+
+
+def restore_best(checkpoint_dir: Path) -> float | None:
+    """Repair ``best.pt`` (rank 0, :func:`~wavenet_dilated.checkpoint.repair_best`) and return, on every process,
+    the validation NLL it holds (``None`` when there is no validated checkpoint in ``checkpoint_dir``). Collective."""
+    box: list[float | None] = [repair_best(checkpoint_dir) if dist.is_main() else None]
+    if dist.world_size() > 1:
+        torch.distributed.broadcast_object_list(box, src=0)
+    return box[0]

@@ -1,10 +1,10 @@
 """The trainer: optimiser and learning-rate schedule, gradient clipping, EMA, bf16 autocast, DDP, checkpoints with exact
-resume, validation NLL in bits per sample, and a stop on SIGINT/SIGTERM that checkpoints first.
+resume, validation NLL in bits per sample, a stop on divergence, and a stop on SIGINT/SIGTERM that checkpoints first.
 
 One run lives in one directory::
 
     out_dir/checkpoints/ckpt_00001000.pt   the last ``keep_last`` checkpoints, written atomically
-    out_dir/checkpoints/best.pt            the checkpoint with the lowest validation NLL so far
+    out_dir/checkpoints/best.pt            a copy of the checkpoint with the lowest validation NLL so far
     out_dir/tensorboard/                   event files (rank 0)
     out_dir/samples/step_00001000.wav      audio vocoded from a validation mel
 
@@ -13,10 +13,17 @@ from a checkpoint sees exactly the batches the uninterrupted run would have seen
 and RNG states restored (:mod:`.state`), a deterministic CPU run interrupted and resumed ends with the same weights as
 an uninterrupted one.
 
+Reliability: ``ckpt_<step>.pt`` is written before ``best.pt`` and old checkpoints are deleted only after both, so a
+kill or a full disk at any moment leaves the newest complete checkpoint to resume from; a resumed run repairs a
+missing or stale ``best.pt`` (:func:`~wavenet_dilated.checkpoint.repair_best`). Settings changed on resume are applied
+to the restored optimiser and schedule, or refused (:func:`.state.apply_changed_config`). A loss far above a uniform
+guess or a validation NLL far above the best stops the run with :class:`~.monitor.DivergedError` before the diverged
+weights are saved (see ``TrainConfig.diverge_margin_bits``).
+
 Under ``torchrun`` each process trains on its shard of every global batch (``batch_size`` per process); gradients are
 averaged by :class:`~torch.nn.parallel.DistributedDataParallel`; only rank 0 logs, writes TensorBoard and saves.
 
-This module is a little over 500 lines because it is the :class:`Trainer` class alone, cut into setup, step,
+This module is over 500 lines because it is the :class:`Trainer` class alone, cut into setup, step,
 validation, checkpoint and loop methods; what they use lives in the sibling modules (config, sampler, state, monitor).
 
 Examples:
@@ -47,7 +54,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from ..audio import AudioConfig
-from ..checkpoint import BEST_CHECKPOINT, CHECKPOINT_DIR, checkpoint_name, list_checkpoints, save_checkpoint
+from ..checkpoint import BEST_CHECKPOINT, CHECKPOINT_DIR, checkpoint_name, copy_checkpoint, list_checkpoints, save_checkpoint
 from ..data.cache import Manifest, load_manifest
 from ..data.dataset import AudioDataset, mix_seed
 from ..mel import MelStats
@@ -57,40 +64,22 @@ from . import distributed as dist
 from . import sampler
 from .config import TrainConfig, lr_factor
 from .fused_loss import fused_loss
-from .monitor import Monitor, TrainMeter, generate_sample, sample_source
+from .monitor import DivergedError, Monitor, NonFiniteLossError, TrainMeter, divergence, generate_sample, sample_source
 from .state import (
     ModelEMA,
     all_finite,
+    apply_changed_config,
     check_resumable,
     find_resume_checkpoint,
-    log_changed_config,
+    restore_best,
     restore_rng,
     rng_state,
     seed_everything,
 )
 
-__all__ = ["NonFiniteLossError", "TrainSummary", "Trainer"]
+__all__ = ["DivergedError", "NonFiniteLossError", "TrainSummary", "Trainer"]
 
 logger = logging.getLogger(__name__)
-
-
-class NonFiniteLossError(RuntimeError):
-    """The loss or the gradient norm became NaN or infinite; the weights were not updated by that step.
-
-    Attributes:
-        step: the step that failed (1-based: the update that would have made ``step`` updates).
-        loss: the loss in nats (mean over processes).
-        grad_norm: the global gradient norm.
-        checkpoint: the last good checkpoint, or ``None`` when none was written.
-    """
-
-    def __init__(self, step: int, loss: float, grad_norm: float, checkpoint: Path | None) -> None:
-        self.step, self.loss, self.grad_norm, self.checkpoint = step, loss, grad_norm, checkpoint
-        last = f"the last good checkpoint is {str(checkpoint)!r}" if checkpoint else "no checkpoint was written yet"
-        super().__init__(
-            f"training stopped at step {step}: non-finite loss {loss} (grad norm {grad_norm}); the weights were not "
-            f"updated and {last}. Try a lower lr, a grad_clip, more warmup_steps or amp=None."
-        )
 
 
 @dataclass(frozen=True)
@@ -172,7 +161,9 @@ class Trainer:
 
         self.step = 0
         self.val_nll_bits: float | None = None
+        self.val_step: int | None = None  # the step val_nll_bits was measured at
         self.best_val_nll_bits: float | None = None
+        self._last_batch: Mapping[str, torch.Tensor] | None = None
         self.last_checkpoint: Path | None = None
         self._stop_requested = self._stop_agreed = False
         self._last_sample: tuple[int, Path] | None = None
@@ -239,6 +230,7 @@ class Trainer:
         path, ckpt = found
         self._load_state(ckpt, path)
         self.last_checkpoint = path
+        self.best_val_nll_bits = restore_best(self.checkpoint_dir)  # what best.pt holds, after any repair
         logger.info("resumed from %s at step %d", path, self.step)
 
     def _load_state(self, ckpt: dict[str, Any], path: Path) -> None:
@@ -252,9 +244,9 @@ class Trainer:
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
         self.step = int(ckpt["step"])
-        log_changed_config(ckpt, self.config)
+        apply_changed_config(ckpt, self.config, self.optimizer, self.scheduler, path)
         self.val_nll_bits = ckpt.get("val_nll_bits")
-        self.best_val_nll_bits = ckpt.get("best_val_nll_bits")
+        self.val_step = ckpt.get("val_step", self.step if self.val_nll_bits is not None else None)
         restore_rng(ckpt, self.rank, self.world_size, self.config.seed, self.step)
 
     @property
@@ -287,6 +279,7 @@ class Trainer:
 
         Raises:
             NonFiniteLossError: the loss or gradient is NaN/inf; nothing was updated.
+            DivergedError: the loss is far above a uniform guess (``diverge_margin_bits``); nothing was updated.
         """
         non_blocking = self.device.type == "cuda"
         audio = batch["audio"].to(self.device, non_blocking=non_blocking)
@@ -307,6 +300,10 @@ class Trainer:
         loss_v, norm_v = loss_v / self.world_size, norm_v / self.world_size
         if not (math.isfinite(loss_v) and math.isfinite(norm_v)):
             raise NonFiniteLossError(self.step + 1, loss_v, norm_v, self.last_checkpoint)
+        diverged = divergence("the training loss", nats_to_bits(loss_v), self.model_config, self.config)
+        if diverged is not None:
+            raise DivergedError(self.step + 1, diverged, self.last_checkpoint, kept="the weights were not updated")
+        self._last_batch = batch
         self._stop_agreed = stop > 0
         self.optimizer.step()
         self.scheduler.step()
@@ -384,12 +381,19 @@ class Trainer:
         return path
 
     def _run_validation(self) -> bool:
-        """Validate, log, and say whether this is the best validation NLL so far."""
+        """Validate, log, and say whether this is the best validation NLL so far.
+
+        Raises:
+            DivergedError: the NLL is far above a uniform guess or the best so far (nothing is saved).
+        """
         started = time.perf_counter()
         val = self.validate()
         if val is None:
             return False
-        self.val_nll_bits = val
+        diverged = divergence("the validation NLL", val, self.model_config, self.config, self.best_val_nll_bits)
+        if diverged is not None:
+            raise DivergedError(self.step, diverged, self.last_checkpoint)
+        self.val_nll_bits, self.val_step = val, self.step
         best = self.best_val_nll_bits is None or val < self.best_val_nll_bits
         if best:
             self.best_val_nll_bits = val
@@ -415,15 +419,23 @@ class Trainer:
             "mel_stats": self.mel_stats.to_dict(),
             "train_config": asdict(self.config),
             "val_nll_bits": self.val_nll_bits,
+            "val_step": self.val_step,
             "best_val_nll_bits": self.best_val_nll_bits,
         }
 
     def save_checkpoint(self, best: bool = False) -> Path:
-        """Write ``ckpt_<step>.pt`` (and ``best.pt`` when ``best``), drop checkpoints beyond ``keep_last``.
+        """Write ``ckpt_<step>.pt``, then (when ``best``) copy it to ``best.pt``, then drop the checkpoints beyond
+        ``keep_last``: a kill or a failed write between leaves the newest complete checkpoint, and a resumed run
+        repairs ``best.pt``.
 
-        Collective: call on every process; rank 0 writes, the others wait. Never writes non-finite weights.
+        Collective: call on every process; rank 0 writes, the others wait. Never writes non-finite weights, nor
+        weights whose loss shows divergence (:meth:`_check_unvalidated_weights`).
+
+        Raises:
+            CheckpointWriteError: a write failed (e.g. a full disk); the files already there are intact.
         """
         path = self.checkpoint_dir / checkpoint_name(self.step)
+        self._check_unvalidated_weights()
         payload = self.state_dict()
         dist.barrier()
         if dist.is_main():
@@ -431,13 +443,36 @@ class Trainer:
                 raise NonFiniteLossError(self.step, math.nan, math.nan, self.last_checkpoint)
             save_checkpoint(path, payload)
             if best:
-                save_checkpoint(self.checkpoint_dir / BEST_CHECKPOINT, payload)
+                copy_checkpoint(path, self.checkpoint_dir / BEST_CHECKPOINT)
             for _, old in list_checkpoints(self.checkpoint_dir)[: -self.config.keep_last]:
                 old.unlink(missing_ok=True)
             logger.info("step %d: saved %s%s", self.step, path, " (best)" if best else "")
         dist.barrier()
         self.last_checkpoint = path
         return path
+
+    @torch.no_grad()
+    def _check_unvalidated_weights(self) -> None:
+        """Before saving weights no validation judged (a ``checkpoint_every`` step without validation): the loss of
+        the last training batch under them (eval mode: no dropout, no random numbers drawn), so that a step that
+        diverged is not saved as the last good checkpoint. Collective."""
+        if self.config.diverge_margin_bits is None or self.val_step == self.step or self._last_batch is None:
+            return
+        batch = self._last_batch
+        audio = batch["audio"].to(self.device)
+        mel = batch["mel"].to(self.device) if self.model_config.cond_channels else None
+        self.model.eval()
+        try:
+            with self._autocast():
+                loss = self.model.loss(audio, mel).detach().float().reshape(1)
+        finally:
+            self.model.train()
+        loss_v = dist.all_reduce_sum(loss).item() / self.world_size
+        diverged = None if math.isfinite(loss_v) else f"non-finite loss {loss_v} after the update"
+        diverged = diverged or divergence("the loss after the update", nats_to_bits(loss_v), self.model_config,
+                                          self.config)  # fmt: skip
+        if diverged is not None:
+            raise DivergedError(self.step, diverged, self.last_checkpoint)
 
     # ------------------------------------------------------------------ the loop
     @contextlib.contextmanager
@@ -471,7 +506,9 @@ class Trainer:
         ``checkpoint_every`` steps, at the end, and when a signal asks to stop.
 
         Raises:
-            NonFiniteLossError: the loss diverged (the last good checkpoint stays the newest one).
+            DivergedError: the loss diverged (:class:`NonFiniteLossError` when it is NaN or infinite); the last good
+                checkpoint stays the newest one.
+            CheckpointWriteError: a checkpoint could not be written (e.g. a full disk); the older ones are intact.
         """
         c = self.config
         end = c.max_steps if until_step is None else min(until_step, c.max_steps)
