@@ -18,7 +18,8 @@ from tests._corpus import write_corpus
 from wavenet_dilated import lock as lock_module
 from wavenet_dilated.cli import cli
 from wavenet_dilated.cli import train as train_command
-from wavenet_dilated.data.cache import CACHE_LOCK_FILE, MANIFEST_FILE, Manifest, preprocess
+from wavenet_dilated.data.cache import CACHE_LOCK_FILE, preprocess
+from wavenet_dilated.data.manifest import MANIFEST_FILE, Manifest
 from wavenet_dilated.lock import LOCK_FILE, DirectoryLock, LockError, LockHeldError, LockUnavailableWarning
 
 ROOT = Path(__file__).resolve().parents[1]

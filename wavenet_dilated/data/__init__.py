@@ -33,11 +33,11 @@ _EXPORTS: dict[str, str] = {
     "verify_file": "download",
     "extract_archive": "download",
     "download_ljspeech": "download",
-    "MANIFEST_FILE": "cache",
-    "ManifestEntry": "cache",
-    "SkippedFile": "cache",
-    "Manifest": "cache",
-    "load_manifest": "cache",
+    "MANIFEST_FILE": "manifest",
+    "ManifestEntry": "manifest",
+    "SkippedFile": "manifest",
+    "Manifest": "manifest",
+    "load_manifest": "manifest",
     "preprocess": "cache",
     "AudioDataset": "dataset",
     "collate": "dataset",
@@ -74,7 +74,7 @@ __getattr__, __dir__ = lazy_attributes(__name__, globals(), _EXPORTS)
 
 
 if TYPE_CHECKING:  # what static checkers and IDEs see
-    from .cache import MANIFEST_FILE, Manifest, ManifestEntry, SkippedFile, load_manifest, preprocess
+    from .cache import preprocess
     from .dataset import AudioDataset, collate, mix_seed
     from .download import download_ljspeech, extract_archive, verify_file
     from .ljspeech import (
@@ -89,3 +89,4 @@ if TYPE_CHECKING:  # what static checkers and IDEs see
         read_metadata,
         split_ids,
     )
+    from .manifest import MANIFEST_FILE, Manifest, ManifestEntry, SkippedFile, load_manifest

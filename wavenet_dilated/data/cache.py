@@ -41,18 +41,24 @@ from ..config import check_int
 from ..lock import DirectoryLock, Holder
 from ..mel import MelStats, log_mel
 from .ljspeech import METADATA_FILE, SPLITS, Utterance, parse_metadata, split_ids, warn_skipped
+from .manifest import (
+    MANIFEST_FILE,
+    MANIFEST_VERSION,
+    Manifest,
+    ManifestEntry,
+    SkippedFile,
+    load_manifest,
+)
+from .manifest import (
+    fingerprint as _fingerprint,
+)
 
-__all__ = ["CACHE_LOCK_FILE", "MANIFEST_FILE", "CacheWriteError", "ManifestEntry", "SkippedFile", "Manifest",
-           "check_output_dir", "load_manifest",
-           "preprocess"]
+__all__ = ["CACHE_LOCK_FILE", "CacheWriteError", "check_output_dir", "preprocess"]
 
 logger = logging.getLogger(__name__)
 
-MANIFEST_FILE = "manifest.json"
 #: the lock file held while a cache is checked or built (see :mod:`wavenet_dilated.lock`)
 CACHE_LOCK_FILE = ".cache.lock"
-# bump when the cache layout or the preprocessing steps change: old caches then rebuild (2: no-signal recordings skipped)
-MANIFEST_VERSION = 2
 
 
 class CacheWriteError(OSError):
@@ -79,94 +85,6 @@ def check_output_dir(path: str | os.PathLike[str], what: str) -> Path:
     if not os.access(existing, os.W_OK | os.X_OK):
         raise PermissionError(f"{what} {str(path)!r} cannot be written: no write permission in {str(existing)!r}")
     return path
-
-
-@dataclass(frozen=True)
-class ManifestEntry:
-    """One cached utterance: ``n_samples == n_frames * hop_length``."""
-
-    id: str
-    split: str
-    n_samples: int
-    n_frames: int
-    text: str
-
-
-@dataclass(frozen=True)
-class SkippedFile:
-    """An utterance left out of the cache, and why. ``line`` is its metadata line number."""
-
-    id: str | None
-    path: str
-    line: int | None
-    reason: str
-
-
-@dataclass(frozen=True)
-class Manifest:
-    """Contents of ``<cache_dir>/manifest.json``, written last by :func:`preprocess` (atomically).
-
-    ``fingerprint`` hashes everything the cache depends on (the AudioConfig, ``min_samples``, the split fractions,
-    the bytes of ``metadata.csv`` and :data:`MANIFEST_VERSION`); ``audio_config_fingerprint`` hashes the AudioConfig
-    alone.
-    """
-
-    cache_dir: Path
-    audio_config: AudioConfig
-    fingerprint: str
-    audio_config_fingerprint: str
-    utterances: tuple[ManifestEntry, ...]
-    mel_stats: MelStats
-    skipped: tuple[SkippedFile, ...]
-    converted: Mapping[str, tuple[str, ...]]
-
-    def entries(self, split: str) -> list[ManifestEntry]:
-        if split not in SPLITS:
-            raise ValueError(f"split must be one of {SPLITS}, found {split!r}")
-        return [e for e in self.utterances if e.split == split]
-
-    def audio_path(self, uid: str) -> Path:
-        return self.cache_dir / "audio" / f"{uid}.npy"
-
-    def mel_path(self, uid: str) -> Path:
-        return self.cache_dir / "mel" / f"{uid}.npy"
-
-    def is_complete(self) -> bool:
-        """Every listed utterance has both of its cache files."""
-        return all(self.audio_path(e.id).is_file() and self.mel_path(e.id).is_file() for e in self.utterances)
-
-
-def _fingerprint(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode("utf-8")).hexdigest()[:16]
-
-
-def load_manifest(cache_dir: str | os.PathLike[str]) -> Manifest:
-    """Read ``<cache_dir>/manifest.json``.
-
-    Raises:
-        FileNotFoundError: no manifest (run :func:`preprocess` first).
-        ValueError: the manifest is unreadable or from another format version.
-    """
-    cache_dir = Path(cache_dir)
-    path = cache_dir / MANIFEST_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"no {MANIFEST_FILE} in {str(cache_dir)!r}: expected a cache made by preprocess()")
-    try:
-        d = json.loads(path.read_text(encoding="utf-8"))
-        if d.get("format_version") != MANIFEST_VERSION:
-            raise ValueError(f"expected format_version {MANIFEST_VERSION}, found {d.get('format_version')!r}")
-        return Manifest(
-            cache_dir=cache_dir,
-            audio_config=AudioConfig.from_dict(d["audio_config"]),
-            fingerprint=d["fingerprint"],
-            audio_config_fingerprint=d["audio_config_fingerprint"],
-            utterances=tuple(ManifestEntry(**e) for e in d["utterances"]),
-            mel_stats=MelStats.from_dict(d["mel_stats"]),
-            skipped=tuple(SkippedFile(**s) for s in d["skipped"]),
-            converted={k: tuple(v) for k, v in d["converted"].items()},
-        )
-    except (ValueError, KeyError, TypeError) as e:
-        raise ValueError(f"cannot read {str(path)!r}: {e}") from e
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,8 @@ from torch.utils.data import Dataset
 
 from ..config import check_int
 from ..mulaw import mu_law_encode
-from .cache import load_manifest
 from .ljspeech import SPLITS
+from .manifest import load_manifest
 
 __all__ = ["AudioDataset", "check_crop_length", "collate", "mix_seed"]
 

@@ -55,8 +55,8 @@ from tqdm.auto import tqdm
 
 from ..audio import AudioConfig
 from ..checkpoint import BEST_CHECKPOINT, CHECKPOINT_DIR, checkpoint_name, copy_checkpoint, list_checkpoints, save_checkpoint
-from ..data.cache import Manifest, load_manifest
 from ..data.dataset import AudioDataset, mix_seed
+from ..data.manifest import Manifest, load_manifest
 from ..mel import MelStats
 from ..nn.heads import nats_to_bits
 from ..wavenet import WaveNet, WaveNetConfig
