@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from ..generation.folding import (
     RES_SCALE,
@@ -146,3 +147,20 @@ def _mel_projections(model: WaveNet, cond: torch.Tensor) -> list[torch.Tensor]:
         group = blocks[i : i + per_group]
         out += F.linear(rows, cond_matrix(group), conv_biases(group)).split(G, dim=1)
     return out
+
+
+def training_loss(model: WaveNet, audio: torch.Tensor, mel: torch.Tensor | None, fused: bool) -> torch.Tensor:
+    """``model.loss(audio, mel)``, through :func:`fused_loss` when ``fused`` (the trainer's loss on the CPU)."""
+    return fused_loss(model, audio, mel) if fused else model.loss(audio, mel)
+
+
+class LossModule(nn.Module):
+    """``forward`` returns the WaveNet's teacher-forced loss, so DDP (which hooks ``forward``) and ``torch.compile``
+    see the whole training computation."""
+
+    def __init__(self, model: WaveNet, fused: bool) -> None:
+        super().__init__()
+        self.model, self.fused = model, fused
+
+    def forward(self, audio: torch.Tensor, mel: torch.Tensor | None) -> torch.Tensor:
+        return training_loss(self.model, audio, mel, self.fused)

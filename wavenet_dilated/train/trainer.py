@@ -23,8 +23,9 @@ weights are saved (see ``TrainConfig.diverge_margin_bits``).
 Under ``torchrun`` each process trains on its shard of every global batch (``batch_size`` per process); gradients are
 averaged by :class:`~torch.nn.parallel.DistributedDataParallel`; only rank 0 logs, writes TensorBoard and saves.
 
-This module is over 500 lines because it is the :class:`Trainer` class alone, cut into setup, step,
-validation, checkpoint and loop methods; what they use lives in the sibling modules (config, sampler, state, monitor).
+This module is over 500 lines because it is the :class:`Trainer` class alone, cut into setup, step, validation,
+checkpoint and loop methods; what they use lives in the sibling modules (config, sampler, state, monitor, signals,
+fused_loss). Splitting the class itself would spread one object's state over several files.
 
 Examples:
     >>> from wavenet_dilated.presets import MODEL_PRESETS
@@ -40,10 +41,8 @@ import contextlib
 import logging
 import math
 import os
-import signal
-import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -63,8 +62,9 @@ from ..wavenet import WaveNet, WaveNetConfig
 from . import distributed as dist
 from . import sampler
 from .config import TrainConfig, lr_factor
-from .fused_loss import fused_loss
+from .fused_loss import LossModule, training_loss
 from .monitor import DivergedError, Monitor, NonFiniteLossError, TrainMeter, divergence, generate_sample, sample_source
+from .signals import StopRequest
 from .state import (
     ModelEMA,
     all_finite,
@@ -93,23 +93,6 @@ class TrainSummary:
     checkpoint: Path | None
     seconds: float
     stopped_early: bool = False
-
-
-def _loss(model: WaveNet, audio: torch.Tensor, mel: torch.Tensor | None, fused: bool) -> torch.Tensor:
-    """``model.loss(audio, mel)``, through :func:`~wavenet_dilated.train.fused_loss.fused_loss` when ``fused``."""
-    return fused_loss(model, audio, mel) if fused else model.loss(audio, mel)
-
-
-class _LossModule(nn.Module):
-    """``forward`` returns the WaveNet's teacher-forced loss, so DDP (which hooks ``forward``) and ``torch.compile``
-    see the whole training computation."""
-
-    def __init__(self, model: WaveNet, fused: bool) -> None:
-        super().__init__()
-        self.model, self.fused = model, fused
-
-    def forward(self, audio: torch.Tensor, mel: torch.Tensor | None) -> torch.Tensor:
-        return _loss(self.model, audio, mel, self.fused)
 
 
 class Trainer:
@@ -165,7 +148,7 @@ class Trainer:
         self.best_val_nll_bits: float | None = None
         self._last_batch: Mapping[str, torch.Tensor] | None = None
         self.last_checkpoint: Path | None = None
-        self._stop_requested = self._stop_agreed = False
+        self._stop, self._stop_agreed = StopRequest(), False
         self._last_sample: tuple[int, Path] | None = None
         seed_everything(mix_seed(config.seed, self.rank))  # dropout streams differ per rank
         self._resume(resume)
@@ -213,7 +196,7 @@ class Trainer:
         self.optimizer = opt_cls(self.model.parameters(), lr=c.lr, betas=c.betas, weight_decay=c.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_factor(s, self.config))
         self.fused = c.fused and self.device.type == "cpu"
-        self.net: nn.Module = _LossModule(self.model, self.fused)
+        self.net: nn.Module = LossModule(self.model, self.fused)
         if self.world_size > 1:
             from torch.nn.parallel import DistributedDataParallel
 
@@ -295,7 +278,7 @@ class Trainer:
             grad_norm = torch.nn.utils.get_total_norm([p.grad for p in params])
         # one reduction (and one device sync) for the logged loss, the NaN check and a pending stop request
         stats = torch.stack([loss.detach().float(), grad_norm.detach().float().to(loss.device),
-                             torch.tensor(float(self._stop_requested), device=loss.device)])
+                             torch.tensor(float(self._stop.requested), device=loss.device)])
         loss_v, norm_v, stop = dist.all_reduce_sum(stats).tolist()
         loss_v, norm_v = loss_v / self.world_size, norm_v / self.world_size
         if not (math.isfinite(loss_v) and math.isfinite(norm_v)):
@@ -335,7 +318,7 @@ class Trainer:
                 audio = audio[None].to(self.device)
                 mel = mel[None].to(self.device) if self.model_config.cond_channels else None
                 with self._autocast():
-                    nll = _loss(model, audio, mel, self.fused)
+                    nll = training_loss(model, audio, mel, self.fused)
                 totals[0] += nll.double() * audio.shape[1]
                 totals[1] += audio.shape[1]
         finally:
@@ -475,30 +458,6 @@ class Trainer:
             raise DivergedError(self.step, diverged, self.last_checkpoint)
 
     # ------------------------------------------------------------------ the loop
-    @contextlib.contextmanager
-    def _stop_on_signal(self) -> Iterator[None]:
-        """SIGINT/SIGTERM ask for a clean stop after the current step (checkpoint, then return); a second one
-        interrupts at once."""
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-        previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-
-        def handler(signum: int, frame: Any) -> None:
-            if self._stop_requested:
-                signal.signal(signum, previous[signum])
-                raise KeyboardInterrupt
-            self._stop_requested = True
-            logger.warning("stopping after this step (signal %d); send it again to interrupt at once", signum)
-
-        for s in previous:
-            signal.signal(s, handler)
-        try:
-            yield
-        finally:
-            for s, h in previous.items():
-                signal.signal(s, h)
-
     def fit(self, until_step: int | None = None, progress: bool = True) -> TrainSummary:
         """Train from :attr:`step` to ``max_steps`` (or ``until_step``, to stop early as if interrupted).
 
@@ -517,13 +476,13 @@ class Trainer:
             logger.info("nothing to do: at step %d, training ends at step %d", self.step, end)
             return self._summary(t_start)
         self._log_start(end)
-        self._stop_requested = self._stop_agreed = False
+        self._stop, self._stop_agreed = StopRequest(), False
         bar = tqdm(total=end, initial=self.step, unit="step", dynamic_ncols=True, desc="train",
                    disable=not (progress and dist.is_main()))
         meter = TrainMeter(c.batch_size * c.max_time_steps * self.world_size)
         finished = False
         try:
-            with self._stop_on_signal():
+            with self._stop.on_signals():
                 for batch in self.train_loader(self.step, end):
                     loss, grad_norm = self.train_step(batch)
                     self.step += 1
