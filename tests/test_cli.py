@@ -252,7 +252,7 @@ ERRORS = {
     "rf two stacks": (["rf", "--preset", "demo", "--layers", "3"], "not allowed"),
     "rf bad dilations": (["rf", "--dilations", "1,two"], "--dilations"),
     "rf kernel with preset": (["rf", "--preset", "demo", "--kernel", "2"], "--kernel"),
-    "rf measure 2d too big": (["rf", "--layers", "10", "--dims", "2", "--measure"], "too large"),
+    "rf measure 2d too big": (["rf", "--layers", "12", "--dims", "2", "--measure"], "too large"),
 }
 
 

@@ -84,6 +84,43 @@ def test_hdc_groups_have_full_coverage():
         assert dil.coverage(3, dil.hdc_dilations(group, 2)).fraction == 1
 
 
+def _reached_by_brute_force(kernel: int, dilations: list[int]) -> Fraction:
+    offsets = {0}
+    for d in dilations:
+        offsets = {o + j * d for o in offsets for j in range(kernel)}
+    return Fraction(len(offsets), 1 + sum((kernel - 1) * d for d in dilations))
+
+
+@pytest.mark.parametrize("kernel", [1, 2, 3, 4])
+@pytest.mark.parametrize("group", [[1], [2], [1, 2, 4], [2, 2, 2], [2, 4, 8], [1, 2, 9], [1, 5], [3, 1, 4], [4, 6],
+                                   [1, 3, 8, 8], [6, 9, 12]])
+@pytest.mark.parametrize("n_stacks", [1, 2, 3])
+def test_coverage_fraction_is_coverage_without_the_counts(kernel, group, n_stacks):
+    expected = _reached_by_brute_force(kernel, group * n_stacks)
+    assert dil.coverage(kernel, group * n_stacks).fraction == expected
+    assert dil.coverage_fraction(kernel, group, n_stacks=n_stacks) == expected
+    assert dil.coverage_fraction(kernel, group, dims=2, n_stacks=n_stacks) == expected**2
+
+
+def test_coverage_fraction_is_instant_for_any_size():
+    # an interval of reached offsets, or one of the multiples of the rates' common factor: no count at all
+    assert dil.coverage_fraction(10**6, [1, 2, 4], n_stacks=10**9) == 1
+    assert dil.coverage_fraction(3, dil.exponential_dilations(4096), n_stacks=10**15) == 1
+    rf = 1 + 10**12 * 12
+    assert dil.coverage_fraction(3, [2, 2, 2], n_stacks=10**12) == Fraction((rf - 1) // 2 + 1, rf)
+    # gridded with a hole: counted one bit per offset, exactly, within the bound ...
+    assert dil.coverage_fraction(2, [1, 10**6]) == Fraction(4, 10**6 + 2)
+    # ... and refused beyond it, saying how much it would take
+    with pytest.raises(ValueError, match=r"2,000,000,000,003 offsets, 232\.8 GiB"):
+        dil.coverage_fraction(3, [1, 10**12])
+
+
+def test_coverage_path_counts_refuse_what_they_cannot_hold():
+    assert len(dil.coverage(10**5, [1]).path_counts) == 10**5  # one layer of any kernel: linear time
+    with pytest.raises(ValueError, match="coverage_fraction"):
+        dil.coverage(3, [1, 10**12])
+
+
 def test_parameters_same_for_standard_and_dilated():
     rows = dil.compare_standard_dilated(6, kernel_size=3)
     assert [r["rf_standard"] for r in rows] == [3, 5, 7, 9, 11, 13]

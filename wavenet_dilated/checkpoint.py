@@ -192,10 +192,15 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
 
     Raises:
         FileNotFoundError: no such file.
+        IsADirectoryError: ``path`` is a directory (a run directory, say; the message names the checkpoint in it).
         ValueError: corrupt, truncated, not ours or too new; :class:`NonFiniteCheckpointError` when
             ``require_finite`` and a weight is not finite.
     """
     path = Path(path)
+    if path.is_dir():
+        hint = next((f"; did you mean {str(c)!r}?" for c in (path / CHECKPOINT_DIR / BEST_CHECKPOINT, path / BEST_CHECKPOINT)
+                     if c.is_file()), "")
+        raise IsADirectoryError(f"{str(path)!r} is a directory, not a checkpoint file{hint}")
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:

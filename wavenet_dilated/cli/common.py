@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 import textwrap
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 __all__ = [
-    "DEFAULT_SAMPLE_RATE", "EXIT_USAGE", "PROG", "Parser", "UsageError", "device", "dilation_list", "fail",
-    "format_rates", "int_at_least", "milliseconds", "note", "positive_float", "print_fields", "show_warning", "wrap",
+    "DEFAULT_SAMPLE_RATE", "EXIT_USAGE", "MEMORY_FRACTION", "PROG", "Parser", "UsageError", "available_memory",
+    "device", "dilation_list", "fail", "format_bytes", "format_count", "format_rates",
+    "int_at_least", "int_in", "milliseconds", "note", "positive_float", "print_fields", "show_warning", "wrap",
 ]  # fmt: skip
 
 PROG = "wavenet-dilated"
@@ -23,6 +25,10 @@ PROG = "wavenet-dilated"
 DEFAULT_SAMPLE_RATE = 22050
 #: exit status for every user error (argparse's convention)
 EXIT_USAGE = 2
+#: the share of the memory the system reports available (``MemAvailable``) that one command may plan to use
+MEMORY_FRACTION = 0.8
+#: numbers with more digits than this are printed as ``about 1.27 x 10^30``
+_MAX_EXACT_DIGITS = 30
 
 
 class UsageError(ValueError):
@@ -61,6 +67,22 @@ def int_at_least(minimum: int) -> Callable[[str], int]:
         return value
 
     parse.__name__ = f"int>={minimum}"
+    return parse
+
+
+def int_in(minimum: int, maximum: int, maximum_text: str | None = None) -> Callable[[str], int]:
+    """An integer in ``[minimum, maximum]``; ``maximum_text`` names the maximum in the message (``"2**63 - 1"``)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, found {text!r}") from None
+        if not minimum <= value <= maximum:
+            raise argparse.ArgumentTypeError(f"must be an integer in [{minimum}, {maximum_text or maximum}], "
+                                             f"found {value}")
+        return value
+
+    parse.__name__ = f"int in [{minimum}, {maximum}]"
     return parse
 
 
@@ -114,14 +136,59 @@ def device(name: str | None) -> str:
     return name
 
 
+def available_memory() -> int | None:
+    """Bytes the system reports available to a new allocation: ``MemAvailable`` of ``/proc/meminfo`` (Linux), else the
+    physical memory (``sysconf``), else ``None``."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def format_bytes(n: int | float) -> str:
+    """``n`` bytes in the largest binary unit that keeps the number >= 1 (``"3.0 GiB"``)."""
+    if n >= 1024**7:
+        return f"{format_count(int(n) >> 60)} EiB"
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"):
+        if value < 1024 or unit == "EiB":
+            break
+        value /= 1024
+    return f"{int(value)} B" if unit == "B" else f"{value:.1f} {unit}"
+
+
+def format_count(n: int, grouped: bool = False) -> str:
+    """A non-negative integer exactly (``grouped``: with thousands separators) when it has at most 30 digits, else
+    ``about 1.27 x 10^30`` (Python refuses to print ints of more than 4300 digits, and no one reads them)."""
+    if n < 10**_MAX_EXACT_DIGITS:
+        return f"{n:,}" if grouped else str(n)
+    shift = n.bit_length() - 64
+    exponent = math.log10(n >> shift) + shift * math.log10(2)
+    whole = math.floor(exponent)
+    return f"about {10 ** (exponent - whole):.2f} x 10^{whole}"
+
+
 def milliseconds(samples: int, rate: int) -> str:
+    """``samples`` at ``rate`` Hz in ms: two decimals, or a whole (or approximate) number beyond 10^12 ms, which a
+    float might not even hold."""
+    whole = samples * 1000 // rate
+    if whole >= 10**12:
+        return f"{format_count(whole, grouped=True)} ms"
     return f"{samples / rate * 1000:.2f} ms"
 
 
 def format_rates(group: Sequence[int], n_stacks: int) -> str:
-    rates = list(group)
-    text = ", ".join(map(str, rates)) if len(rates) <= 8 else ", ".join(map(str, rates[:3])) + f", ..., {rates[-1]}"
-    return text + (f" (x {n_stacks} stacks)" if n_stacks > 1 else "")
+    shown = list(group) if len(group) <= 8 else [*group[:3], group[-1]]
+    rates = [format_count(r) for r in shown]
+    text = ", ".join(rates) if len(group) <= 8 else ", ".join(rates[:3]) + f", ..., {rates[-1]}"
+    return text + (f" (x {format_count(n_stacks)} stacks)" if n_stacks > 1 else "")
 
 
 def print_fields(rows: Sequence[tuple[str, str]]) -> None:

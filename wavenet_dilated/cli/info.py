@@ -36,11 +36,12 @@ def _print_section(title: str, section: dict[str, Any]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..checkpoint import describe, load_checkpoint, read_config, sample_rate
+    from ..checkpoint import describe, load_checkpoint, read_audio_config, read_config
 
-    ckpt = load_checkpoint(args.checkpoint)
+    ckpt = load_checkpoint(args.checkpoint, require_finite=False)  # reported below, not refused
     config = read_config(ckpt, args.checkpoint)
-    stored_rate = sample_rate(ckpt)
+    audio_config = read_audio_config(ckpt, args.checkpoint)  # validated: a stored rate of -5 is reported as invalid
+    stored_rate = audio_config.sample_rate if audio_config is not None else None
     rate = stored_rate or DEFAULT_SAMPLE_RATE
     has_ema = ckpt.get("ema") is not None
     facts = describe(ckpt, args.checkpoint, DEFAULT_SAMPLE_RATE)
@@ -64,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
         ("parameters", f"{facts['parameters']:,}"),
         ("validation NLL", _bits(ckpt.get("val_nll_bits"))),
         ("best validation NLL", _bits(ckpt.get("best_val_nll_bits"))),
-        ("weights", "model + EMA (sample uses the EMA weights; --no-ema for the raw ones)" if has_ema
+        ("weights", f"NOT FINITE ({facts['non_finite']}): sample and resume refuse this checkpoint"
+         if facts["non_finite"] else "model + EMA (sample uses the EMA weights; --no-ema for the raw ones)" if has_ema
          else "model only (no EMA weights)"),
         ("conditioning", conditioning),
         ("layers", f"{config.n_layers}, kernel {config.kernel_size}, dilations "

@@ -1,8 +1,17 @@
 """``wavenet-dilated sample``: generate audio from a checkpoint, unconditionally or by vocoding a mel.
 
-Everything a user can get wrong (flags, checkpoint, mel, output path) is checked before the model is built and the
-(long) generation starts. The fast generator (:func:`~wavenet_dilated.generation.fast.fast_generate`) runs; when its
+Everything a user can get wrong (flags, checkpoint, mel, output path, sizes) is checked before the model is built and
+the (long) generation starts. The fast generator (:func:`~wavenet_dilated.generation.fast.fast_generate`) runs; when its
 compiled path cannot run here it falls back to the reference generator itself, with a warning shown as one line.
+
+Sizes: before anything is allocated, the memory a request needs is estimated from its sizes,
+``batch × (samples × (32 + 8·n_mels) + 4·(receptive field + layers)·(residual + gate channels) + 8·UNIFORM_BLOCK)``
+bytes: per generated sample the int64 classes, their transposed copy, the float waveform and the file's buffer (plus,
+for a vocoder, its upsampled mel); per batch row the generator's queues and its block of random numbers (up to two
+float32 per step). A ``--mel`` file larger than that share of memory is refused before it is read. A request is refused
+when that exceeds :data:`~wavenet_dilated.cli.common.MEMORY_FRACTION` of the memory the system reports available
+(``MemAvailable``; the physical memory where that is unknown), and on a GPU also that share of the GPU's free memory.
+A ``--mel`` file is refused when a value is not finite or beyond ±:data:`MAX_ABS_MEL`.
 """
 
 from __future__ import annotations
@@ -14,17 +23,37 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .common import DEFAULT_SAMPLE_RATE, PROG, device, int_at_least, note, positive_float, wrap
+from .common import (
+    DEFAULT_SAMPLE_RATE,
+    MEMORY_FRACTION,
+    PROG,
+    available_memory,
+    device,
+    format_bytes,
+    int_at_least,
+    int_in,
+    note,
+    positive_float,
+    wrap,
+)
 
 if TYPE_CHECKING:
     import torch
 
     from ..wavenet import WaveNetConfig
 
-__all__ = ["add_parser", "run"]
+__all__ = ["MAX_ABS_MEL", "MAX_SEED", "add_parser", "run"]
 
 #: every output file is written as 16-bit PCM
 OUTPUT_SUBTYPE = "PCM_16"
+#: largest magnitude a ``--mel`` value may have: a natural-log mel of audio in [-1, 1] lies between log(mel_floor)
+#: (about -11.5) and about +10, and a normalised one (zero mean, unit variance per bin) within tens of standard
+#: deviations of 0; a value of 1000 is neither, whatever the file was meant to be
+MAX_ABS_MEL = 1000.0
+#: largest ``--seed`` (a torch generator takes a signed 64-bit seed)
+MAX_SEED = 2**63 - 1
+#: bytes per generated sample and batch row (see the module docstring), and per mel bin of a vocoder's upsampled mel
+_BYTES_PER_SAMPLE, _BYTES_PER_MEL_SAMPLE = 32, 8
 
 
 def add_parser(commands: Any) -> None:
@@ -53,21 +82,22 @@ def add_parser(commands: Any) -> None:
     cond.add_argument("--mel", metavar="FILE.npy", type=Path,
                       help="vocode this mel: a float .npy array of shape (n_mels, frames), ALREADY NORMALISED with the "
                       "checkpoint's MelStats (as the model saw in training) unless --normalize-mel is given; output "
-                      "length = frames x hop")
+                      f"length = frames x hop; values must be finite and within +-{MAX_ABS_MEL:g}")
     p.add_argument("--normalize-mel", action="store_true",
                    help="--mel holds a raw log-mel (e.g. from the preprocessing cache): normalise it with the "
                    "checkpoint's MelStats first")
     p.add_argument("--seconds", metavar="S", type=positive_float,
                    help="seconds of audio; required for an unconditioned model (exactly round(S x rate) samples); "
-                   "with a mel, vocode only its first S seconds")
+                   "with a mel, vocode only its first S seconds; a length (times --batch) that would not fit in "
+                   f"{MEMORY_FRACTION * 100:.0f}%% of the available memory is refused before anything is allocated")
     p.add_argument("--batch", metavar="N", type=int_at_least(1), default=1,
                    help="generate N different samples at once (for a vocoder: N renditions of the same mel); "
                    "writes OUT_0.wav ... OUT_{N-1}.wav, or OUT.wav when N = 1 (default: 1)")
     p.add_argument("--temperature", metavar="T", type=positive_float, default=1.0,
                    help="sampling temperature > 0: below 1 is more conservative, above 1 noisier (default: 1.0)")
-    p.add_argument("--seed", metavar="SEED", type=int_at_least(0),
-                   help="random seed; the same seed, checkpoint and flags give the same files (default: a fresh seed, "
-                   "printed so the run can be repeated)")
+    p.add_argument("--seed", metavar="SEED", type=int_in(0, MAX_SEED, "2**63 - 1"),
+                   help="random seed in [0, 2**63 - 1]; the same seed, checkpoint and flags give the same files "
+                   "(default: a fresh seed, printed so the run can be repeated)")
     p.add_argument("--speaker", metavar="ID", type=int_at_least(0),
                    help="speaker id in [0, n_speakers - 1]; required by a speaker-conditioned model, refused otherwise")
     p.add_argument("--device", choices=("cpu", "cuda"),
@@ -89,8 +119,28 @@ def _output_paths(output: Path, n: int) -> list[Path]:
     return [output.with_name(f"{output.stem}_{i}{output.suffix}") for i in range(n)]
 
 
-def _check_writable(path: Path) -> None:
-    """Fail before generating if ``path`` cannot be written: unknown format, a directory, or an unwritable place."""
+def _check_not_an_input(path: Path, inputs: list[tuple[str, Path | None]]) -> None:
+    """``path`` must not be one of the files the command reads (the same file, by any name: a link, ``./``…)."""
+    if not path.exists():
+        return
+    for flag, source in inputs:
+        if source is not None and source.exists() and os.path.samefile(path, source):
+            raise ValueError(f"output {str(path)!r} is the input {flag} {str(source)!r} (the same file): writing it "
+                             "would destroy the input; choose another output name")
+
+
+def _check_outputs(outputs: list[Path], args: argparse.Namespace) -> None:
+    """Every output can be written and none is an input; the directory test runs once per directory."""
+    inputs = [("CHECKPOINT", args.checkpoint), ("--mel-from", args.mel_from), ("--mel", args.mel)]
+    tried: set[Path] = set()
+    for path in outputs:
+        _check_not_an_input(path, inputs)
+        _check_writable(path, tried)
+
+
+def _check_writable(path: Path, tried: set[Path]) -> None:
+    """Fail before generating if ``path`` cannot be written: unknown format, a directory, or an unwritable place
+    (``tried``: the directories already found writable)."""
     import tempfile
 
     import soundfile as sf
@@ -107,12 +157,14 @@ def _check_writable(path: Path) -> None:
         ancestor = ancestor.parent
     if not ancestor.is_dir():
         raise ValueError(f"cannot write {str(path)!r}: {str(ancestor)!r} is a file, not a directory")
-    try:  # the only reliable test (permissions, read-only file systems, root): try it
-        with tempfile.TemporaryFile(dir=ancestor):
-            pass
-    except OSError as err:
-        raise ValueError(f"cannot write {str(path)!r}: directory {str(ancestor)!r} is not writable "
-                         f"({err.strerror or err})") from err
+    if ancestor not in tried:
+        try:  # the only reliable test (permissions, read-only file systems, root): try it
+            with tempfile.TemporaryFile(dir=ancestor):
+                pass
+        except OSError as err:
+            raise ValueError(f"cannot write {str(path)!r}: directory {str(ancestor)!r} is not writable "
+                             f"({err.strerror or err})") from err
+        tried.add(ancestor)
     if path.exists() and not os.access(path, os.W_OK):
         raise ValueError(f"cannot write {str(path)!r}: the existing file is read-only")
 
@@ -128,6 +180,36 @@ def _check_speaker(args: argparse.Namespace, config: WaveNetConfig) -> None:
     elif speaker >= config.n_speakers:
         raise ValueError(f"--speaker {speaker} is out of range: this model has {config.n_speakers} speakers "
                          f"(0 .. {config.n_speakers - 1})")
+
+
+def _memory_needed(config: WaveNetConfig, batch: int, n_samples: float) -> float:
+    """Bytes a generation of ``batch`` rows of ``n_samples`` needs (the module docstring's estimate); a float, so
+    that an absurd request (``--seconds 1e300``) is still a number to compare."""
+    from ..generation.reference import UNIFORM_BLOCK
+
+    per_sample = _BYTES_PER_SAMPLE + _BYTES_PER_MEL_SAMPLE * (config.cond_channels or 0)
+    state = 4 * (config.receptive_field + config.n_layers) * (config.residual_channels + config.gate_channels)
+    return float(batch) * (n_samples * per_sample + state + 8 * UNIFORM_BLOCK)
+
+
+def _check_memory(what: str, config: WaveNetConfig, batch: int, n_samples: float, where: str) -> None:
+    """Refuse, before anything is allocated, a request that needs more than :data:`MEMORY_FRACTION` of the memory
+    available here (and of the GPU's free memory on ``cuda``)."""
+    need = _memory_needed(config, batch, n_samples)
+    limits = []
+    host = available_memory()
+    if host is not None:
+        limits.append((host, "available"))
+    if where == "cuda":
+        import torch
+
+        limits.append((torch.cuda.mem_get_info()[0], "free on the GPU"))
+    need_text = f"about {format_bytes(need)}" if math.isfinite(need) else "more than 10^308 bytes"
+    for have, kind in limits:
+        if need > MEMORY_FRACTION * have:
+            raise ValueError(f"{what}: that needs {need_text} of memory, more than the "
+                             f"{format_bytes(MEMORY_FRACTION * have)} this command may use ({MEMORY_FRACTION:.0%} of "
+                             f"the {format_bytes(have)} {kind}); ask for fewer seconds or a smaller --batch")
 
 
 # --------------------------------------------------------------------------------------------------- mel input
@@ -158,6 +240,28 @@ def _mel_from_wav(args: argparse.Namespace, ckpt: dict[str, Any], config: WaveNe
     return stats.normalize(log_mel(torch.from_numpy(prepared.audio), audio_config))
 
 
+#: what a file that is not a .npy array starts with, for the message
+_MAGIC = ((b"RIFF", "a WAV file: vocode a recording with --mel-from"),
+          (b"fLaC", "a FLAC file: vocode a recording with --mel-from"), (b"OggS", "an Ogg file"))
+
+
+def _check_npy_header(path: Path) -> None:
+    """A ``.npy`` file starts with ``\\x93NUMPY``; anything else gets a line that says what it looks like (NumPy itself
+    would try to unpickle it and talk of "pickled data")."""
+    with open(path, "rb") as f:
+        head = f.read(64)
+    if head.startswith(b"\x93NUMPY"):
+        return
+    if head.startswith(b"PK"):  # np.load reads an .npz archive: the caller says it holds several arrays
+        return
+    looks = next((what for magic, what in _MAGIC if head.startswith(magic)), None)
+    if looks is None:
+        printable = all(32 <= b < 127 or b >= 128 or b in b"\t\r\n" for b in head)
+        looks = "an empty file" if not head else "text" if printable else "some other binary file"
+    raise ValueError(f"{path}: not a .npy array (no .npy header; it looks like {looks}); expected a float array of "
+                     "shape (n_mels, frames) saved with numpy.save")
+
+
 def _mel_from_npy(args: argparse.Namespace, ckpt: dict[str, Any], config: WaveNetConfig) -> torch.Tensor:
     """``--mel``: a saved ``(n_mels, frames)`` array, checked (and normalised with ``--normalize-mel``)."""
     import numpy as np
@@ -166,8 +270,16 @@ def _mel_from_npy(args: argparse.Namespace, ckpt: dict[str, Any], config: WaveNe
     from ..checkpoint import read_mel_stats
 
     path = args.mel
+    if path.is_dir():
+        raise IsADirectoryError(f"--mel {str(path)!r} is a directory: expected a .npy file of shape (n_mels, frames)")
     if not path.is_file():
         raise FileNotFoundError(f"mel file not found: {path}")
+    _check_npy_header(path)
+    size, have = path.stat().st_size, available_memory()
+    if have is not None and size > MEMORY_FRACTION * have:
+        raise ValueError(f"{path}: reading this {format_bytes(size)} mel needs more than the "
+                         f"{format_bytes(MEMORY_FRACTION * have)} this command may use ({MEMORY_FRACTION:.0%} of the "
+                         f"{format_bytes(have)} available)")
     try:
         mel = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as err:
@@ -187,15 +299,26 @@ def _mel_from_npy(args: argparse.Namespace, ckpt: dict[str, Any], config: WaveNe
     if not np.issubdtype(mel.dtype, np.floating) or not np.isfinite(mel).all():
         raise ValueError(f"{path}: the mel must hold finite floats, found dtype {mel.dtype}"
                          + ("" if not np.issubdtype(mel.dtype, np.floating) else " with NaN or infinite values"))
+    largest = float(np.abs(mel).max())
+    if largest > MAX_ABS_MEL:
+        raise ValueError(f"{path}: the mel holds values up to {largest:.3g} in magnitude; a log-mel, raw or "
+                         f"normalised, lies well within +-{MAX_ABS_MEL:g} (is it a power or linear spectrogram, or "
+                         "not a mel at all?)")
     mel = torch.from_numpy(np.ascontiguousarray(mel, dtype=np.float32))
     if args.normalize_mel:
         mel = read_mel_stats(ckpt, args.checkpoint, config.cond_channels, "--normalize-mel").normalize(mel)
     return mel
 
 
+def _samples_text(n: float) -> str:
+    return f"{n:,.0f}" if n < 1e15 else f"{n:.3g}" if math.isfinite(n) else "more than 10^308"
+
+
 def _what_to_generate(args: argparse.Namespace, ckpt: dict[str, Any], config: WaveNetConfig,
-                      rate: int) -> tuple[torch.Tensor | None, int | None]:
-    """``(mel (batch, n_mels, frames) or None, n_samples or None)`` from the flags, checked against the model."""
+                      rate: int, where: str) -> tuple[torch.Tensor | None, int | None]:
+    """``(mel (batch, n_mels, frames) or None, n_samples or None)`` from the flags, checked against the model and
+    against the memory here (:func:`_check_memory`) before the batch is expanded."""
+    batch = f" x --batch {args.batch}" if args.batch > 1 else ""
     if config.cond_channels is None:
         if args.mel_from is not None or args.mel is not None:
             flag = "--mel-from" if args.mel_from is not None else "--mel"
@@ -203,7 +326,10 @@ def _what_to_generate(args: argparse.Namespace, ckpt: dict[str, Any], config: Wa
                              "pass --seconds instead")
         if args.seconds is None:
             raise ValueError(f"{args.checkpoint} is an unconditioned model: pass --seconds S for the length")
-        n_samples = round(args.seconds * rate)
+        wanted = args.seconds * rate  # a float: may be huge, even infinite, so it is checked before it is an int
+        _check_memory(f"--seconds {args.seconds:g}{batch} at {rate} Hz is {_samples_text(wanted * args.batch)} "
+                      "samples", config, args.batch, wanted, where)
+        n_samples = round(wanted)
         if n_samples < 1:
             raise ValueError(f"--seconds {args.seconds} is less than one sample at {rate} Hz")
         return None, n_samples
@@ -214,10 +340,15 @@ def _what_to_generate(args: argparse.Namespace, ckpt: dict[str, Any], config: Wa
     total = mel.shape[1] * config.hop_length
     n_samples = None
     if args.seconds is not None:
-        n_samples = round(args.seconds * rate)
-        if not 1 <= n_samples <= total:
-            raise ValueError(f"--seconds {args.seconds} asks for {n_samples} samples but the mel covers "
-                             f"{total} samples ({total / rate:.3f} s); use at most that")
+        wanted = args.seconds * rate  # may be infinite: compared as a float first
+        if wanted > total + 1 or not 1 <= round(wanted) <= total:
+            raise ValueError(f"--seconds {args.seconds:g} asks for {_samples_text(wanted)} samples but the mel "
+                             f"covers {total} samples ({total / rate:.3f} s); use at most that")
+        n_samples = round(wanted)
+    source = "--mel-from" if args.mel_from is not None else "--mel"
+    length = total if n_samples is None else n_samples
+    _check_memory(f"{source}{batch} is {_samples_text(length * args.batch)} samples", config, args.batch, length,
+                  where)
     return mel.unsqueeze(0).expand(args.batch, -1, -1).contiguous(), n_samples
 
 
@@ -228,7 +359,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from ..audio import save_audio
-    from ..checkpoint import load_checkpoint, read_config, sample_rate
+    from ..checkpoint import load_checkpoint, read_audio_config, read_config
     from ..generation.fast import fast_generate
     from ..generation.reference import to_waveform
     from ..wavenet import WaveNet
@@ -238,15 +369,18 @@ def run(args: argparse.Namespace) -> int:
     ckpt = load_checkpoint(args.checkpoint)
     config = read_config(ckpt, args.checkpoint)
     where = device(args.device)
-    rate = sample_rate(ckpt)
-    if rate is None:
+    audio_config = read_audio_config(ckpt, args.checkpoint)  # validated: a stored rate of -5 is refused here
+    if audio_config is None:
         rate = DEFAULT_SAMPLE_RATE
         note(f"{args.checkpoint} stores no audio_config: writing at {DEFAULT_SAMPLE_RATE} Hz")
+    else:
+        rate = audio_config.sample_rate
+    # the batch's own share first (its generator state), before one output name per row is made
+    _check_memory(f"--batch {args.batch} keeps a generator state per row", config, args.batch, 0, where)
     outputs = _output_paths(args.output, args.batch)
-    for path in outputs:
-        _check_writable(path)
+    _check_outputs(outputs, args)
     _check_speaker(args, config)
-    mel, n_samples = _what_to_generate(args, ckpt, config, rate)
+    mel, n_samples = _what_to_generate(args, ckpt, config, rate, where)
 
     model = WaveNet.from_checkpoint(args.checkpoint, use_ema=not args.no_ema)
     model.remove_weight_norm()  # folds weight norm: same outputs, fewer ops per step

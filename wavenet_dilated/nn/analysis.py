@@ -15,14 +15,17 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..config import check_int
 from . import dilation as dil
 from .layers import CausalConv1d, DilatedConv
 
-__all__ = ["MAX_MEASURE_RF_2D", "Measurement", "input_gradient", "measure_model", "measure_stack", "measured_extent",
-           "zero_fraction"]
+__all__ = ["MAX_MEASURE_BYTES", "MAX_MEASURE_MACS", "Measurement", "input_gradient", "measure_model", "measure_stack",
+           "measure_stack_cost", "measured_extent", "zero_fraction"]
 
-#: largest receptive field (per axis) that :func:`measure_stack` back-propagates through a 2D stack
-MAX_MEASURE_RF_2D = 1025
+#: most memory :func:`measure_stack` and :func:`measure_model` may need (as :func:`measure_stack_cost` estimates it)
+MAX_MEASURE_BYTES = 2**32
+#: most multiply-adds (forward and backward) :func:`measure_stack` may need, which bounds its time
+MAX_MEASURE_MACS = 2**32
 
 
 def input_gradient(
@@ -96,8 +99,30 @@ class Measurement:
     zero_fraction: float | None
 
 
-def measure_stack(kernel_size: int, dilations: Sequence[int], dims: int = 1) -> Measurement:
-    """Measure a stack of dilated convolutions with one channel and all-ones weights.
+def measure_stack_cost(kernel_size: int, receptive_field: int, n_layers: int, dims: int = 1) -> tuple[int, int]:
+    """``(bytes, multiply-adds)`` that :func:`measure_stack` needs, from sizes alone (nothing is allocated).
+
+    It runs in float64 on ``P`` input positions (``2·RF + 1``, or ``(RF + 2)²`` in 2D). Each layer keeps its padded
+    input and output for the backward pass (about two arrays of ``P``), the convolution unfolds its input into
+    ``k^dims`` columns per position, and a few more arrays of ``P`` hold the input and gradients; forward and backward
+    take about three passes of ``P · k^dims`` multiply-adds per layer.
+    """
+    size = 2 * receptive_field + 1 if dims == 1 else receptive_field + 2
+    positions = size**dims
+    taps = kernel_size**dims
+    return 8 * positions * (2 * n_layers + taps + 4), 3 * positions * taps * n_layers
+
+
+def _check_cost(what: str, n_bytes: int, macs: int) -> None:
+    if n_bytes > MAX_MEASURE_BYTES or macs > MAX_MEASURE_MACS:
+        raise ValueError(f"{what} is too large to back-propagate through: it would need about "
+                         f"{dil._bytes_text(n_bytes)} and {dil._count_text(macs)} multiply-adds; at most "
+                         f"{dil._bytes_text(MAX_MEASURE_BYTES)} and {dil._count_text(MAX_MEASURE_MACS)} are allowed")
+
+
+def measure_stack(kernel_size: int, dilations: Sequence[int], dims: int = 1, n_stacks: int = 1) -> Measurement:
+    """Measure a stack of dilated convolutions (``dilations`` repeated ``n_stacks`` times) with one channel and
+    all-ones weights.
 
     With all-ones weights and inputs the gradient at each input is its number of paths to the output, so its zeros
     mark gridding exactly. A 1D stack is causal (:class:`~wavenet_dilated.nn.layers.CausalConv1d`), measured from an
@@ -105,12 +130,17 @@ def measure_stack(kernel_size: int, dilations: Sequence[int], dims: int = 1) -> 
     (:class:`~wavenet_dilated.nn.layers.DilatedConv`), measured from the centre.
 
     Raises:
-        ValueError: a 2D receptive field larger than :data:`MAX_MEASURE_RF_2D` per axis.
+        ValueError: the measurement would need more than :data:`MAX_MEASURE_BYTES` or :data:`MAX_MEASURE_MACS`
+            (:func:`measure_stack_cost`); checked before anything is allocated.
     """
-    rf = dil.receptive_field(kernel_size, dilations)
-    if dims == 2 and rf > MAX_MEASURE_RF_2D:
-        raise ValueError(f"a 2D receptive field of {rf} x {rf} is too large to back-propagate through "
-                         f"(at most {MAX_MEASURE_RF_2D} per axis)")
+    if dims not in (1, 2):
+        raise ValueError(f"dims must be 1 or 2, found {dims!r}")
+    check_int("n_stacks", n_stacks, minimum=1)
+    rf = 1 + n_stacks * (dil.receptive_field(kernel_size, dilations) - 1)  # stride 1: each stack adds its span
+    shape_text = dil._count_text(rf) if dims == 1 else f"{dil._count_text(rf)} x {dil._count_text(rf)}"
+    n_layers = len(dilations) * n_stacks
+    _check_cost(f"a {dims}D receptive field of {shape_text}", *measure_stack_cost(kernel_size, rf, n_layers, dims))
+    dilations = list(dilations) * n_stacks
     if dims == 1:
         layers = [CausalConv1d(1, 1, kernel_size, d, bias=False) for d in dilations]
         size, position = 2 * rf + 1, (rf - 1 + rf // 2,)
@@ -134,13 +164,19 @@ def measure_model(model: nn.Module) -> Measurement:
     ``(B, R, T)`` otherwise. Mel and speaker inputs, when the model takes them, are random and speaker 0.
 
     Raises:
-        ValueError: the gradient is zero everywhere.
+        ValueError: the gradient is zero everywhere, or the measurement would need more than
+            :data:`MAX_MEASURE_BYTES` (checked before anything is allocated).
     """
     config = model.config
     t = config.receptive_field + 16
     T = t + 1 + 16
     if config.hop_length:
         T = math.ceil(T / config.hop_length) * config.hop_length
+    # float32, kept for the backward pass and mirrored by gradients: per layer its input unfolded into k taps, the
+    # gate's pre-activations, the residual and skip outputs; then the head's logits
+    per_step = 2 * config.n_layers * (config.residual_channels * (config.kernel_size + 2) + 2 * config.gate_channels
+                                      + config.skip_channels) + 3 * model.head.out_channels
+    _check_cost(f"the model's receptive field of {config.receptive_field} samples", 4 * T * per_step, 0)
     gen = torch.Generator().manual_seed(0)
     if model.head.quantized:
         inputs = torch.randint(0, config.n_classes, (1, T), generator=gen)

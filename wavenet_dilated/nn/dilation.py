@@ -17,6 +17,14 @@ import numpy as np
 
 from ..config import check_int, is_int
 
+#: most work :func:`coverage` does: the sum over its layers of the receptive field so far (one addition per offset per
+#: layer); its memory is about 50 bytes per offset of the final receptive field (arrays and the tuple of counts), so
+#: this also bounds that to about 200 MiB; beyond it, it refuses
+MAX_PATH_COUNT_WORK = 2**22
+#: most offsets :func:`coverage_fraction` counts one by one for a gridded stack (one bit each: 16 MiB, about three times
+#: that at its peak); a stack that is not gridded needs no count, whatever its size
+MAX_REACH_OFFSETS = 2**27
+
 __all__ = [
     "Coverage",
     "HDCReport",
@@ -29,6 +37,9 @@ __all__ = [
     "hdc_check",
     "is_hdc_valid",
     "coverage",
+    "coverage_fraction",
+    "MAX_PATH_COUNT_WORK",
+    "MAX_REACH_OFFSETS",
     "conv_parameters",
     "stack_parameters",
     "compare_standard_dilated",
@@ -194,16 +205,55 @@ class Coverage:
     dims: int
 
 
+def _count_text(n: int) -> str:
+    """``n`` with thousands separators up to 15 digits, else ``about 1.3e+30`` (a float cannot hold every int)."""
+    if n < 10**15:
+        return f"{n:,}"
+    shift = max(n.bit_length() - 64, 0)
+    exponent = math.log10(n >> shift) + shift * math.log10(2)
+    return f"about {10 ** (exponent % 1):.1f}e+{math.floor(exponent)}"
+
+
+def _bytes_text(n: int) -> str:
+    """``n`` bytes in the largest binary unit that keeps the number >= 1 (``"3.0 GiB"``), up to EiB."""
+    if n >= 1024**7:
+        return f"{_count_text(n >> 60).removeprefix('about ')} EiB"
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"):
+        if value < 1024 or unit == "EiB":
+            break
+        value /= 1024
+    return f"{value:.1f} {unit}" if unit != "B" else f"{int(value)} B"
+
+
+def _dilated_box_sum(counts: np.ndarray, k: int, d: int) -> np.ndarray:
+    """``out[t] = Σ_{j<k} counts[t − j·d]``: one layer's taps, in time linear in the output (a running sum along each
+    residue class mod ``d``) whatever ``k``."""
+    n = len(counts) + (k - 1) * d
+    rows = -(-n // d)
+    x = np.zeros(rows * d, dtype=counts.dtype)
+    x[: len(counts)] = counts
+    running = np.cumsum(x.reshape(rows, d), axis=0)
+    out = running.copy()
+    out[k:] -= running[:-k]
+    return out.reshape(-1)[:n]
+
+
 def _path_counts(kernels: list[int], dilations: list[int]) -> list[int]:
-    """Convolve the layers' tap indicators. Each layer adds shifted copies of the running counts (k shifts, not a full
-    convolution), in int64 when the total path count ``Π k_i`` fits and in Python ints otherwise."""
-    total_paths = math.prod(kernels)
+    """Convolve the layers' tap indicators, in int64 when the total path count ``Π k_i`` fits and in Python ints
+    otherwise; ``ValueError`` beyond :data:`MAX_PATH_COUNT_WORK`."""
+    layers = [(k, d) for k, d in zip(kernels, dilations) if k > 1]  # a 1-tap layer passes the counts through
+    work = sum(receptive_fields([k for k, _ in layers], [d for _, d in layers])) if layers else 0
+    if work > MAX_PATH_COUNT_WORK:
+        rf = receptive_field([k for k, _ in layers], [d for _, d in layers])
+        raise ValueError(f"counting the paths to each of the {_count_text(rf)} offsets of this receptive field takes "
+                         f"{_count_text(work)} additions and about {_bytes_text(50 * rf)}; at most "
+                         f"{MAX_PATH_COUNT_WORK:,} additions are "
+                         "done (coverage_fraction gives the fraction without path counts, for any size)")
+    total_paths = math.prod(k for k, _ in layers)
     counts = np.ones(1, dtype=np.int64 if total_paths < 2**62 else object)
-    for k, d in zip(kernels, dilations):
-        out = np.zeros(len(counts) + (k - 1) * d, dtype=counts.dtype)
-        for j in range(k):
-            out[j * d : j * d + len(counts)] += counts
-        counts = out
+    for k, d in layers:
+        counts = _dilated_box_sum(counts, k, d)
     return [int(c) for c in counts]
 
 
@@ -213,6 +263,8 @@ def coverage(kernel_sizes: int | Sequence[int], dilations: Sequence[int], dims: 
     Each layer's taps form an indicator ``1 at 0, r, 2r, …, (k−1)r``; convolving the indicators of all layers counts
     the paths from every input offset to one output. A k×k kernel is separable in its tap positions, so the 2D count
     is the outer product of the 1D counts and the 2D fraction is the 1D fraction squared. Stride-1 stacks only.
+    The counts take time and memory linear in the receptive field per layer: beyond :data:`MAX_PATH_COUNT_WORK` it
+    raises ``ValueError``; :func:`coverage_fraction` gives the fraction alone for any size.
 
     Examples:
         >>> coverage(3, [2, 2, 2]).fraction
@@ -229,6 +281,70 @@ def coverage(kernel_sizes: int | Sequence[int], dilations: Sequence[int], dims: 
     if dims == 2:
         lo, hi = lo * lo, hi * hi
     return Coverage(fraction, tuple(counts), lo, hi, rf, dims)
+
+
+def _add_progression(reach: int, d: int, n: int) -> int:
+    """``reach + {0, d, 2d, …, (n−1)·d}`` for a set of offsets held as the bits of ``reach``, in O(log n) shifts."""
+    base, out, m = reach, reach, 1
+    for bit in bin(n)[3:]:  # from the second most significant bit: out = base + {0..m−1}·d
+        out |= out << (m * d)
+        m *= 2
+        if bit == "1":
+            out = base | (out << d)
+            m += 1
+    return out
+
+
+def coverage_fraction(
+    kernel_sizes: int | Sequence[int], dilations: Sequence[int], dims: int = 1, n_stacks: int = 1
+) -> Fraction:
+    """:func:`coverage`'s ``fraction`` for ``dilations`` repeated ``n_stacks`` times, without path counts.
+
+    The offsets a stack reaches are the sums of one tap offset per layer. Layers of one dilation ``d`` together add
+    ``{0, d, …, s·d}`` (``s`` = the sum of their ``k − 1``), so only the distinct dilations matter. Taken from the
+    smallest up, the offsets reached stay an interval ``[0, R]`` as long as each next ``d ≤ R + 1``; when every
+    dilation passes, every offset is reached and the answer is immediate for any size (1, or ``1/g`` of the offsets
+    when all rates share the factor ``g``, which is worked out first). The first ``d > R + 1`` leaves offset ``R + 1``
+    unreached; then the offsets are counted exactly, one bit each, up to :data:`MAX_REACH_OFFSETS` of them
+    (``ValueError`` beyond, naming the memory it would take).
+
+    Examples:
+        >>> coverage_fraction(3, [2, 2, 2])
+        Fraction(7, 13)
+        >>> coverage_fraction(1_000_000, [1, 2, 4], n_stacks=10**9)
+        Fraction(1, 1)
+    """
+    if dims not in (1, 2):
+        raise ValueError(f"dims must be 1 or 2, found {dims!r}")
+    check_int("n_stacks", n_stacks, minimum=1)
+    ks, ds, _ = _as_layers(kernel_sizes, dilations, None)
+    spans: dict[int, int] = {}
+    for k, d in zip(ks, ds):
+        if k > 1:
+            spans[d] = spans.get(d, 0) + (k - 1) * n_stacks
+    rf = 1 + sum(d * s for d, s in spans.items())
+    # every offset reached is a multiple of the rates' common factor g: work on the rates divided by g, whose field
+    # has (rf − 1) / g + 1 offsets, each standing for one reached offset of the real field
+    g = reduce(math.gcd, spans, 0) or 1
+    steps = sorted((d // g, s) for d, s in spans.items())
+    reduced_rf = (rf - 1) // g + 1
+    reached, gap = 0, len(steps)  # the offsets [0, reached] are reached by the layers before steps[gap]
+    for i, (d, s) in enumerate(steps):
+        if d > reached + 1:
+            gap = i
+            break
+        reached += d * s
+    if gap == len(steps):
+        return Fraction(reduced_rf, rf) ** dims
+    if reduced_rf > MAX_REACH_OFFSETS:
+        raise ValueError(f"this stack is gridded (offset {_count_text(g * (reached + 1))} is never reached), and "
+                         f"counting the offsets it does reach takes one bit for each of {_count_text(reduced_rf)} "
+                         f"offsets, {_bytes_text(-(-reduced_rf // 8))}; at "
+                         f"most {MAX_REACH_OFFSETS:,} offsets ({_bytes_text(MAX_REACH_OFFSETS // 8)}) are counted")
+    reach = (1 << (reached + 1)) - 1
+    for d, s in steps[gap:]:
+        reach = _add_progression(reach, d, s + 1)
+    return Fraction(reach.bit_count(), rf) ** dims
 
 
 def conv_parameters(
