@@ -14,9 +14,11 @@ import textwrap
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
+from .._format import format_count
+
 __all__ = [
     "DEFAULT_SAMPLE_RATE", "EXIT_USAGE", "MEMORY_FRACTION", "PROG", "Parser", "UsageError", "available_memory",
-    "device", "dilation_list", "fail", "format_bytes", "format_count", "format_rates",
+    "device", "dilation_list", "fail", "format_rates",
     "int_at_least", "int_in", "milliseconds", "note", "positive_float", "print_fields", "show_warning", "wrap",
 ]  # fmt: skip
 
@@ -28,7 +30,6 @@ EXIT_USAGE = 2
 #: the share of the memory the system reports available (``MemAvailable``) that one command may plan to use
 MEMORY_FRACTION = 0.8
 #: numbers with more digits than this are printed as ``about 1.27 x 10^30``
-_MAX_EXACT_DIGITS = 30
 
 
 class UsageError(ValueError):
@@ -150,29 +151,6 @@ def available_memory() -> int | None:
         return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (AttributeError, OSError, ValueError):
         return None
-
-
-def format_bytes(n: int | float) -> str:
-    """``n`` bytes in the largest binary unit that keeps the number >= 1 (``"3.0 GiB"``)."""
-    if n >= 1024**7:
-        return f"{format_count(int(n) >> 60)} EiB"
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"):
-        if value < 1024 or unit == "EiB":
-            break
-        value /= 1024
-    return f"{int(value)} B" if unit == "B" else f"{value:.1f} {unit}"
-
-
-def format_count(n: int, grouped: bool = False) -> str:
-    """A non-negative integer exactly (``grouped``: with thousands separators) when it has at most 30 digits, else
-    ``about 1.27 x 10^30`` (Python refuses to print ints of more than 4300 digits, and no one reads them)."""
-    if n < 10**_MAX_EXACT_DIGITS:
-        return f"{n:,}" if grouped else str(n)
-    shift = n.bit_length() - 64
-    exponent = math.log10(n >> shift) + shift * math.log10(2)
-    whole = math.floor(exponent)
-    return f"about {10 ** (exponent - whole):.2f} x 10^{whole}"
 
 
 def milliseconds(samples: int, rate: int) -> str:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .._format import format_bytes, format_count
 from ..nn import dilation as dil
 from ..nn.analysis import MAX_MEASURE_BYTES
 from ..presets import MODEL_PRESETS, model_preset
@@ -26,8 +27,6 @@ from .common import (
     DEFAULT_SAMPLE_RATE,
     PROG,
     dilation_list,
-    format_bytes,
-    format_count,
     format_rates,
     int_at_least,
     int_in,

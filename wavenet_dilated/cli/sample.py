@@ -23,13 +23,13 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .._format import format_bytes
 from .common import (
     DEFAULT_SAMPLE_RATE,
     MEMORY_FRACTION,
     PROG,
     available_memory,
     device,
-    format_bytes,
     int_at_least,
     int_in,
     note,

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .._format import format_bytes, format_count
 from ..config import check_int
 from . import dilation as dil
 from .layers import CausalConv1d, DilatedConv
@@ -116,8 +117,8 @@ def measure_stack_cost(kernel_size: int, receptive_field: int, n_layers: int, di
 def _check_cost(what: str, n_bytes: int, macs: int) -> None:
     if n_bytes > MAX_MEASURE_BYTES or macs > MAX_MEASURE_MACS:
         raise ValueError(f"{what} is too large to back-propagate through: it would need about "
-                         f"{dil._bytes_text(n_bytes)} and {dil._count_text(macs)} multiply-adds; at most "
-                         f"{dil._bytes_text(MAX_MEASURE_BYTES)} and {dil._count_text(MAX_MEASURE_MACS)} are allowed")
+                         f"{format_bytes(n_bytes)} and {format_count(macs, grouped=True)} multiply-adds; at most "
+                         f"{format_bytes(MAX_MEASURE_BYTES)} and {format_count(MAX_MEASURE_MACS, grouped=True)} are allowed")
 
 
 def measure_stack(kernel_size: int, dilations: Sequence[int], dims: int = 1, n_stacks: int = 1) -> Measurement:
@@ -137,7 +138,8 @@ def measure_stack(kernel_size: int, dilations: Sequence[int], dims: int = 1, n_s
         raise ValueError(f"dims must be 1 or 2, found {dims!r}")
     check_int("n_stacks", n_stacks, minimum=1)
     rf = 1 + n_stacks * (dil.receptive_field(kernel_size, dilations) - 1)  # stride 1: each stack adds its span
-    shape_text = dil._count_text(rf) if dims == 1 else f"{dil._count_text(rf)} x {dil._count_text(rf)}"
+    side = format_count(rf, grouped=True)
+    shape_text = side if dims == 1 else f"{side} x {side}"
     n_layers = len(dilations) * n_stacks
     _check_cost(f"a {dims}D receptive field of {shape_text}", *measure_stack_cost(kernel_size, rf, n_layers, dims))
     dilations = list(dilations) * n_stacks

@@ -15,6 +15,7 @@ from functools import reduce
 
 import numpy as np
 
+from .._format import format_bytes, format_count
 from ..config import check_int, is_int
 
 #: most work :func:`coverage` does: the sum over its layers of the receptive field so far (one addition per offset per
@@ -205,25 +206,9 @@ class Coverage:
     dims: int
 
 
-def _count_text(n: int) -> str:
-    """``n`` with thousands separators up to 15 digits, else ``about 1.3e+30`` (a float cannot hold every int)."""
-    if n < 10**15:
-        return f"{n:,}"
-    shift = max(n.bit_length() - 64, 0)
-    exponent = math.log10(n >> shift) + shift * math.log10(2)
-    return f"about {10 ** (exponent % 1):.1f}e+{math.floor(exponent)}"
-
-
-def _bytes_text(n: int) -> str:
-    """``n`` bytes in the largest binary unit that keeps the number >= 1 (``"3.0 GiB"``), up to EiB."""
-    if n >= 1024**7:
-        return f"{_count_text(n >> 60).removeprefix('about ')} EiB"
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"):
-        if value < 1024 or unit == "EiB":
-            break
-        value /= 1024
-    return f"{value:.1f} {unit}" if unit != "B" else f"{int(value)} B"
+def _count(n: int) -> str:
+    """A count for a message: thousands separators, or ``about … x 10^N`` beyond 30 digits."""
+    return format_count(n, grouped=True)
 
 
 def _dilated_box_sum(counts: np.ndarray, k: int, d: int) -> np.ndarray:
@@ -246,8 +231,8 @@ def _path_counts(kernels: list[int], dilations: list[int]) -> list[int]:
     work = sum(receptive_fields([k for k, _ in layers], [d for _, d in layers])) if layers else 0
     if work > MAX_PATH_COUNT_WORK:
         rf = receptive_field([k for k, _ in layers], [d for _, d in layers])
-        raise ValueError(f"counting the paths to each of the {_count_text(rf)} offsets of this receptive field takes "
-                         f"{_count_text(work)} additions and about {_bytes_text(50 * rf)}; at most "
+        raise ValueError(f"counting the paths to each of the {_count(rf)} offsets of this receptive field takes "
+                         f"{_count(work)} additions and about {format_bytes(50 * rf)}; at most "
                          f"{MAX_PATH_COUNT_WORK:,} additions are "
                          "done (coverage_fraction gives the fraction without path counts, for any size)")
     total_paths = math.prod(k for k, _ in layers)
@@ -337,10 +322,10 @@ def coverage_fraction(
     if gap == len(steps):
         return Fraction(reduced_rf, rf) ** dims
     if reduced_rf > MAX_REACH_OFFSETS:
-        raise ValueError(f"this stack is gridded (offset {_count_text(g * (reached + 1))} is never reached), and "
-                         f"counting the offsets it does reach takes one bit for each of {_count_text(reduced_rf)} "
-                         f"offsets, {_bytes_text(-(-reduced_rf // 8))}; at "
-                         f"most {MAX_REACH_OFFSETS:,} offsets ({_bytes_text(MAX_REACH_OFFSETS // 8)}) are counted")
+        raise ValueError(f"this stack is gridded (offset {_count(g * (reached + 1))} is never reached), and "
+                         f"counting the offsets it does reach takes one bit for each of {_count(reduced_rf)} "
+                         f"offsets, {format_bytes(-(-reduced_rf // 8))}; at "
+                         f"most {MAX_REACH_OFFSETS:,} offsets ({format_bytes(MAX_REACH_OFFSETS // 8)}) are counted")
     reach = (1 << (reached + 1)) - 1
     for d, s in steps[gap:]:
         reach = _add_progression(reach, d, s + 1)
