@@ -9,7 +9,8 @@ Where things live (one concern per place; see the README's "Architecture" sectio
 - ``nn/``: the dilation arithmetic (:mod:`wavenet_dilated.nn.dilation`), causal and dilated convolutions, the context
   module, output heads;
 - ``wavenet.py``, ``config.py``, ``checkpoint.py``, ``presets.py``: the model, its config and its checkpoint format;
-- ``generation/``: the reference generators and the fast paths;
+- ``generation/``: the reference generators and the fast paths (``generate`` is the fastest exact one);
+- ``vocoder.py``: :func:`load_vocoder`, a trained vocoder with its features (recording → mel → audio);
 - ``data/``, ``train/``, ``cli/``: corpora and caches, the trainer, the command line.
 """
 
@@ -42,11 +43,14 @@ _EXPORTS: dict[str, str] = {
     "mu_law_decode": "mulaw",
     "mu_law_encode": "mulaw",
     "CachedGenerator": "generation.reference",
-    "generate": "generation.reference",
+    "generate": "generation.fast",
+    "reference_generate": "generation.reference",
     "naive_generate": "generation.reference",
     "stream_generate": "generation.reference",
     "to_waveform": "generation.reference",
     "fast_generate": "generation.fast",
+    "Vocoder": "vocoder",
+    "load_vocoder": "vocoder",
 }
 # public submodule aliases kept at the top level (``from wavenet_dilated import dilation``)
 _MODULES: dict[str, str] = {"dilation": "nn.dilation"}
@@ -62,6 +66,7 @@ __all__ = [
     "MelContext",
     "ResidualBlock",
     "WaveNet",
+    "Vocoder",
     "WaveNetConfig",
     "coverage",
     "dilation",
@@ -69,12 +74,14 @@ __all__ = [
     "fast_generate",
     "generate",
     "hdc_check",
+    "load_vocoder",
     "model_preset",
     "mu_law_decode",
     "mu_law_encode",
     "naive_generate",
     "receptive_field",
     "receptive_fields",
+    "reference_generate",
     "stream_generate",
     "to_waveform",
 ]
@@ -84,12 +91,13 @@ __getattr__, __dir__ = lazy_attributes(__name__, globals(), _EXPORTS, _MODULES)
 
 
 if TYPE_CHECKING:  # what static checkers and IDEs see
-    from .generation.fast import fast_generate
-    from .generation.reference import CachedGenerator, generate, naive_generate, stream_generate, to_waveform
+    from .generation.fast import fast_generate, generate
+    from .generation.reference import CachedGenerator, naive_generate, reference_generate, stream_generate, to_waveform
     from .mulaw import mu_law_decode, mu_law_encode
     from .nn import dilation
     from .nn.context import ContextModule, DilatedFrontEnd, MelContext
     from .nn.dilation import coverage, exponential_dilations, hdc_check, receptive_field, receptive_fields
     from .nn.layers import CausalConv1d, ConvState, DilatedConv
     from .presets import MODEL_PRESETS, model_preset
+    from .vocoder import Vocoder, load_vocoder
     from .wavenet import ResidualBlock, WaveNet, WaveNetConfig

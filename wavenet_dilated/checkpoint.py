@@ -57,6 +57,7 @@ __all__ = [
     "read_audio_config",
     "read_config",
     "read_mel_stats",
+    "read_speakers",
     "remove_partial_checkpoints",
     "repair_best",
     "sample_rate",
@@ -264,6 +265,25 @@ def read_mel_stats(ckpt: dict[str, Any], path: str | os.PathLike[str], n_mels: i
     if stats.n_mels != n_mels:
         raise ValueError(f"{path}: mel_stats have {stats.n_mels} bins but the model takes {n_mels}")
     return stats
+
+
+def read_speakers(ckpt: dict[str, Any], path: str | os.PathLike[str], n_speakers: int | None = None) -> list[str] | None:
+    """The speaker names a multi-speaker model was trained with (index = speaker id), ``None`` if not stored.
+
+    With ``n_speakers`` (the model's), a stored list must name exactly that many speakers.
+
+    Raises:
+        ValueError: the names are not distinct non-empty strings, or their number is not ``n_speakers``.
+    """
+    names = ckpt.get("speakers")
+    if names is None:
+        return None
+    if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) and n for n in names) \
+            or len(set(names)) != len(names):
+        raise ValueError(f"{path}: the stored speaker names must be distinct non-empty strings, found {names!r}")
+    if n_speakers is not None and len(names) != n_speakers:
+        raise ValueError(f"{path}: the checkpoint names {len(names)} speakers but the model has {n_speakers}")
+    return list(names)
 
 
 def sample_rate(ckpt: dict[str, Any]) -> int | None:

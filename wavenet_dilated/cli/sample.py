@@ -40,6 +40,7 @@ from .common import (
 if TYPE_CHECKING:
     import torch
 
+    from ..vocoder import Vocoder
     from ..wavenet import WaveNetConfig
 
 __all__ = ["MAX_ABS_MEL", "MAX_SEED", "add_parser", "run"]
@@ -50,6 +51,13 @@ OUTPUT_SUBTYPE = "PCM_16"
 #: (about -11.5) and about +10, and a normalised one (zero mean, unit variance per bin) within tens of standard
 #: deviations of 0; a value of 1000 is neither, whatever the file was meant to be
 MAX_ABS_MEL = 1000.0
+#: a ``--mel`` whose mean lies further than this from 0, or whose standard deviation exceeds
+#: :data:`NORMALIZED_STD_LIMIT`, is not a normalised mel: normalised features have mean 0 and standard deviation 1 per
+#: bin over the training set, and one utterance's silences and loud vowels move its mean by well under this margin,
+#: while a raw natural-log mel sits near its training mean (about -5 for speech at the default settings). A small
+#: spread is not refused: a steady sound, or the all-zero mean frame, is a valid normalised input.
+NORMALIZED_MEAN_LIMIT = 2.5
+NORMALIZED_STD_LIMIT = 4.0
 #: largest ``--seed`` (a torch generator takes a signed 64-bit seed)
 MAX_SEED = 2**63 - 1
 #: bytes per generated sample and batch row (see the module docstring), and per mel bin of a vocoder's upsampled mel
@@ -86,6 +94,9 @@ def add_parser(commands: Any) -> None:
     p.add_argument("--normalize-mel", action="store_true",
                    help="--mel holds a raw log-mel (e.g. from the preprocessing cache): normalise it with the "
                    "checkpoint's MelStats first")
+    p.add_argument("--force-mel", action="store_true",
+                   help="vocode --mel as it is even when it does not look normalised (mean far from 0 or spread far "
+                   "from 1); without it such a mel is refused")
     p.add_argument("--seconds", metavar="S", type=positive_float,
                    help="seconds of audio; required for an unconditioned model (exactly round(S x rate) samples); "
                    "with a mel, vocode only its first S seconds; a length (times --batch) that would not fit in "
@@ -98,8 +109,9 @@ def add_parser(commands: Any) -> None:
     p.add_argument("--seed", metavar="SEED", type=int_in(0, MAX_SEED, "2**63 - 1"),
                    help="random seed in [0, 2**63 - 1]; the same seed, checkpoint and flags give the same files "
                    "(default: a fresh seed, printed so the run can be repeated)")
-    p.add_argument("--speaker", metavar="ID", type=int_at_least(0),
-                   help="speaker id in [0, n_speakers - 1]; required by a speaker-conditioned model, refused otherwise")
+    p.add_argument("--speaker", metavar="NAME|ID",
+                   help="speaker name (as the training corpus named it) or id in [0, n_speakers - 1]; required by a "
+                   "speaker-conditioned model, refused otherwise")
     p.add_argument("--device", choices=("cpu", "cuda"),
                    help="where to run (default: cuda when available, else cpu)")
     p.add_argument("--no-ema", action="store_true",
@@ -169,17 +181,16 @@ def _check_writable(path: Path, tried: set[Path]) -> None:
         raise ValueError(f"cannot write {str(path)!r}: the existing file is read-only")
 
 
-def _check_speaker(args: argparse.Namespace, config: WaveNetConfig) -> None:
-    speaker = args.speaker
-    if config.n_speakers is None:
-        if speaker is not None:
-            raise ValueError(f"{args.checkpoint} has no speaker conditioning: drop --speaker")
-    elif speaker is None:
-        raise ValueError(f"{args.checkpoint} is speaker-conditioned: pass --speaker ID, "
-                         f"0 <= ID <= {config.n_speakers - 1}")
-    elif speaker >= config.n_speakers:
-        raise ValueError(f"--speaker {speaker} is out of range: this model has {config.n_speakers} speakers "
-                         f"(0 .. {config.n_speakers - 1})")
+def _check_speaker(args: argparse.Namespace, ckpt: dict[str, Any], config: WaveNetConfig) -> int | None:
+    """``--speaker NAME|ID`` → the id, checked against the model and its stored speaker names."""
+    from ..checkpoint import read_speakers
+    from ..vocoder import resolve_speaker
+
+    names = read_speakers(ckpt, args.checkpoint, config.n_speakers)
+    try:
+        return resolve_speaker(args.speaker, config.n_speakers, names)
+    except ValueError as err:
+        raise ValueError(f"{args.checkpoint}: --speaker: {err}") from err
 
 
 def _memory_needed(config: WaveNetConfig, batch: int, n_samples: float) -> float:
@@ -215,29 +226,28 @@ def _check_memory(what: str, config: WaveNetConfig, batch: int, n_samples: float
 # --------------------------------------------------------------------------------------------------- mel input
 
 
-def _mel_from_wav(args: argparse.Namespace, ckpt: dict[str, Any], config: WaveNetConfig) -> torch.Tensor:
-    """``--mel-from``: recording → normalised log-mel ``(n_mels, frames)`` exactly as training computed it."""
-    import torch
-
-    from ..audio import prepare_audio, read_audio
+def _vocoder(args: argparse.Namespace, ckpt: dict[str, Any], config: WaveNetConfig, need_features: bool) -> Vocoder:
+    """The checkpoint as a :class:`~wavenet_dilated.vocoder.Vocoder` (the model, its audio config, mel statistics and
+    speaker names); ``need_features``: ``--mel-from`` will compute a mel, so both must be stored."""
     from ..checkpoint import read_audio_config, read_mel_stats
-    from ..mel import log_mel
+    from ..vocoder import Vocoder, read_speakers
+    from ..wavenet import WaveNet
 
     audio_config = read_audio_config(ckpt, args.checkpoint)
-    if audio_config is None:
+    if need_features and audio_config is None:
         raise ValueError(f"{args.checkpoint}: the checkpoint stores no audio_config, so --mel-from cannot compute the "
                          "mel the model expects; pass a normalised --mel FILE.npy instead")
-    if audio_config.n_mels != config.cond_channels or audio_config.hop_length != config.hop_length:
+    if audio_config is not None and (audio_config.n_mels, audio_config.hop_length) != (config.cond_channels,
+                                                                                        config.hop_length):
         raise ValueError(f"{args.checkpoint}: audio_config (n_mels={audio_config.n_mels}, hop_length="
                          f"{audio_config.hop_length}) disagrees with the model (cond_channels={config.cond_channels}, "
                          f"hop_length={config.hop_length})")
-    stats = read_mel_stats(ckpt, args.checkpoint, config.cond_channels, "--mel-from")
-    audio, rate = read_audio(args.mel_from)  # FileNotFoundError / ValueError
-    try:  # the training cache's preparation (data.cache uses the same function), without trimming the ends
-        prepared = prepare_audio(audio, rate, audio_config, trim=False, check_range=False)
-    except ValueError as err:
-        raise ValueError(f"{args.mel_from}: cannot vocode: {err}") from err
-    return stats.normalize(log_mel(torch.from_numpy(prepared.audio), audio_config))
+    stats = None
+    if need_features or ckpt.get("mel_stats") is not None:
+        stats = read_mel_stats(ckpt, args.checkpoint, config.cond_channels, "--mel-from")
+    speakers = read_speakers(ckpt, args.checkpoint, config.n_speakers)
+    model = WaveNet.from_checkpoint(args.checkpoint, use_ema=not args.no_ema)
+    return Vocoder(model, audio_config, stats, speakers)
 
 
 #: what a file that is not a .npy array starts with, for the message
@@ -306,16 +316,33 @@ def _mel_from_npy(args: argparse.Namespace, ckpt: dict[str, Any], config: WaveNe
                          "not a mel at all?)")
     mel = torch.from_numpy(np.ascontiguousarray(mel, dtype=np.float32))
     if args.normalize_mel:
-        mel = read_mel_stats(ckpt, args.checkpoint, config.cond_channels, "--normalize-mel").normalize(mel)
+        return read_mel_stats(ckpt, args.checkpoint, config.cond_channels, "--normalize-mel").normalize(mel)
+    if not args.force_mel:
+        _check_normalized(path, mel, ckpt)
     return mel
+
+
+def _check_normalized(path: Path, mel: torch.Tensor, ckpt: dict[str, Any]) -> None:
+    """Refuse a ``--mel`` that is clearly not normalised: its mean or spread is far from the 0 and 1 the model's
+    features have (:data:`NORMALIZED_MEAN_LIMIT`, :data:`NORMALIZED_STD_LIMIT`)."""
+    mean, std = float(mel.mean()), float(mel.std()) if mel.numel() > 1 else 0.0
+    if abs(mean) <= NORMALIZED_MEAN_LIMIT and std <= NORMALIZED_STD_LIMIT:
+        return
+    stats = ckpt.get("mel_stats")
+    raw = ""
+    if stats is not None:
+        raw = f"; a raw log-mel of this model's training data has mean {sum(stats['mean']) / len(stats['mean']):.3g}"
+    raise ValueError(f"{path}: this mel does not look normalised (mean {mean:.3g}, standard deviation {std:.3g}; the "
+                     f"model's features have mean 0 and standard deviation 1{raw}): pass --normalize-mel to normalise "
+                     "a raw log-mel with the checkpoint's statistics, or --force-mel to vocode it as it is")
 
 
 def _samples_text(n: float) -> str:
     return f"{n:,.0f}" if n < 1e15 else f"{n:.3g}" if math.isfinite(n) else "more than 10^308"
 
 
-def _what_to_generate(args: argparse.Namespace, ckpt: dict[str, Any], config: WaveNetConfig,
-                      rate: int, where: str) -> tuple[torch.Tensor | None, int | None]:
+def _what_to_generate(args: argparse.Namespace, ckpt: dict[str, Any], config: WaveNetConfig, rate: int, where: str,
+                      vocoder: Vocoder | None) -> tuple[torch.Tensor | None, int | None]:
     """``(mel (batch, n_mels, frames) or None, n_samples or None)`` from the flags, checked against the model and
     against the memory here (:func:`_check_memory`) before the batch is expanded."""
     batch = f" x --batch {args.batch}" if args.batch > 1 else ""
@@ -336,7 +363,7 @@ def _what_to_generate(args: argparse.Namespace, ckpt: dict[str, Any], config: Wa
     if args.mel_from is None and args.mel is None:
         raise ValueError(f"{args.checkpoint} is a mel-conditioned vocoder: pass --mel-from INPUT.wav or "
                          "--mel FILE.npy")
-    mel = _mel_from_wav(args, ckpt, config) if args.mel_from is not None else _mel_from_npy(args, ckpt, config)
+    mel = vocoder.mel(args.mel_from) if args.mel_from is not None else _mel_from_npy(args, ckpt, config)
     total = mel.shape[1] * config.hop_length
     n_samples = None
     if args.seconds is not None:
@@ -355,17 +382,45 @@ def _what_to_generate(args: argparse.Namespace, ckpt: dict[str, Any], config: Wa
 # --------------------------------------------------------------------------------------------------- the command
 
 
-def run(args: argparse.Namespace) -> int:
+def _generate(args: argparse.Namespace, ckpt: dict[str, Any], config: WaveNetConfig, speaker: int | None,
+              where: str, rate: int) -> tuple[torch.Tensor, int, float]:
+    """Check the request, then generate: a vocoder through :class:`~wavenet_dilated.vocoder.Vocoder`, an
+    unconditioned model through :func:`~wavenet_dilated.generation.fast.fast_generate`. Returns
+    ``(waveforms (B, T), seed, seconds of compute)``."""
     import torch
 
-    from ..audio import save_audio
-    from ..checkpoint import load_checkpoint, read_audio_config, read_config
     from ..generation.fast import fast_generate
     from ..generation.reference import to_waveform
     from ..wavenet import WaveNet
 
+    vocoder = _vocoder(args, ckpt, config, args.mel_from is not None) if config.cond_channels is not None else None
+    mel, n_samples = _what_to_generate(args, ckpt, config, rate, where, vocoder)
+    seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(4), "little") >> 1
+    start = time.perf_counter()
+    if vocoder is not None:
+        vocoder.model.to(where)
+        waves = vocoder(mel, seed=seed, temperature=args.temperature, speaker=speaker, n_samples=n_samples,
+                        progress=not args.no_progress)
+    else:
+        model = WaveNet.from_checkpoint(args.checkpoint, use_ema=not args.no_ema)
+        model.remove_weight_norm()  # folds weight norm: same outputs, fewer ops per step
+        model.to(where)
+        samples = fast_generate(model, n_samples=n_samples, speaker=speaker, batch_size=args.batch,
+                                temperature=args.temperature, seed=seed, progress=not args.no_progress)
+        waves = to_waveform(samples, model).float().cpu()
+    if where == "cuda":
+        torch.cuda.synchronize()
+    return waves, seed, time.perf_counter() - start
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..audio import save_audio
+    from ..checkpoint import load_checkpoint, read_audio_config, read_config
+
     if args.normalize_mel and args.mel is None:
         raise ValueError("--normalize-mel applies to --mel FILE.npy only")
+    if args.force_mel and args.mel is None:
+        raise ValueError("--force-mel applies to --mel FILE.npy only")
     ckpt = load_checkpoint(args.checkpoint)
     config = read_config(ckpt, args.checkpoint)
     where = device(args.device)
@@ -379,20 +434,9 @@ def run(args: argparse.Namespace) -> int:
     _check_memory(f"--batch {args.batch} keeps a generator state per row", config, args.batch, 0, where)
     outputs = _output_paths(args.output, args.batch)
     _check_outputs(outputs, args)
-    _check_speaker(args, config)
-    mel, n_samples = _what_to_generate(args, ckpt, config, rate, where)
-
-    model = WaveNet.from_checkpoint(args.checkpoint, use_ema=not args.no_ema)
-    model.remove_weight_norm()  # folds weight norm: same outputs, fewer ops per step
-    model.to(where)
-    seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(4), "little") >> 1
-    start = time.perf_counter()
-    samples = fast_generate(model, n_samples=n_samples, mel=mel, speaker=args.speaker, batch_size=args.batch,
-                            temperature=args.temperature, seed=seed, progress=not args.no_progress)
-    if where == "cuda":
-        torch.cuda.synchronize()
-    elapsed = time.perf_counter() - start
-    waves = to_waveform(samples, model).float().cpu().numpy()
+    speaker = _check_speaker(args, ckpt, config)
+    waves, seed, elapsed = _generate(args, ckpt, config, speaker, where, rate)
+    waves = waves.numpy()
     for path, wave in zip(outputs, waves):
         save_audio(path, wave, rate, subtype=OUTPUT_SUBTYPE)
 

@@ -248,6 +248,19 @@ class FastGenerator:
             x = y
         return x
 
+    def _project_rows(self, frames: list[torch.Tensor], first: int, n_steps: int,
+                      constant: torch.Tensor) -> torch.Tensor:
+        """:meth:`project_frames` row by row for rows of different lengths (``frames[i]``: ``(1, C_mel, F_i)``),
+        each from its own frames alone; steps past a row's end get its constant term (they are generated, then cut)."""
+        hop, rows = self.config.hop_length, []
+        for i, f in enumerate(frames):
+            row = constant[i : i + 1].expand(n_steps, -1).clone()
+            k = min(n_steps, f.shape[2] * hop - first)
+            if k > 0:
+                row[:k] = self.project_frames(f, first, k, constant[i : i + 1])
+            rows.append(row)
+        return torch.cat(rows, dim=1)
+
     def _terms(self, first: int, n_steps: int, constant: torch.Tensor, cond: torch.Tensor | None,
                frames: torch.Tensor | None):
         """Yield ``(start, n, term, floats per step)`` chunk by chunk; a chunk's term is at most 2^24 floats."""
@@ -258,7 +271,9 @@ class FastGenerator:
             chunk = gen_mod.COND_CHUNK
         for start in range(0, n_steps, chunk):
             n = min(chunk, n_steps - start)
-            if frames is not None:
+            if isinstance(frames, list):
+                yield start, n, self._project_rows(frames, first + start, n, constant), width
+            elif frames is not None:
                 yield start, n, self.project_frames(frames, first + start, n, constant), width
             elif cond is not None:
                 term, stride = self.project(cond[:, :, start : start + n], constant, n)
@@ -267,6 +282,12 @@ class FastGenerator:
                 yield start, n, constant, 0
 
     def _conditioning(self, cond: torch.Tensor | None, frames: torch.Tensor | None) -> tuple:
+        if isinstance(frames, list) and self._polyphase is None:  # rows of different lengths, padded after upsampling
+            n = max(f.shape[2] for f in frames) * self.config.hop_length
+            cond = torch.zeros(len(frames), frames[0].shape[1], n)
+            for i, f in enumerate(frames):
+                cond[i, :, : f.shape[2] * self.config.hop_length] = self.model.upsampler(f)[0]
+            return cond, None
         if frames is not None and self._polyphase is None:
             cond, frames = self.model.upsampler(frames), None  # a non-standard upsampler: project every sample
         return cond, frames
@@ -321,16 +342,19 @@ class FastGenerator:
 
         Conditioning (mel models), one of: ``cond (B, C_mel, n_steps)`` the upsampled mel for exactly these steps, or
         (faster) ``frames (B, C_mel, F)`` the whole utterance's mel after the model's mel context, at frame rate; step
-        ``state.step + i`` then reads upsampled position ``state.step + i``.
+        ``state.step + i`` then reads upsampled position ``state.step + i``. ``frames`` may also be a list of ``B``
+        rows ``(1, C_mel, F_i)`` of different lengths (:func:`~.batch.generate_rows`).
         """
         check_temperature(temperature)
         head = self.model.head
         B = state.batch
         constant = self.constant_term(speaker_vec, B)
         cond, frames = self._conditioning(cond, frames)
-        if frames is not None and state.step + n_steps > frames.shape[2] * self.config.hop_length:
+        covered = None if frames is None else max(f.shape[2] for f in frames) if isinstance(frames, list) else \
+            frames.shape[2]
+        if covered is not None and state.step + n_steps > covered * self.config.hop_length:
             raise ValueError(f"steps up to {state.step + n_steps} exceed what the mel covers "
-                             f"({frames.shape[2] * self.config.hop_length})")
+                             f"({covered * self.config.hop_length})")
         dtype = torch.int64 if head.quantized else torch.float32
         out = torch.empty(n_steps, B, dtype=dtype)
         for start, n, term, stride in self._terms(state.step, n_steps, constant, cond, frames):

@@ -36,6 +36,7 @@ __all__ = [
     "CudaGraphGenerator",
     "fast_generate",
     "fast_logits",
+    "generate",
     "available",
     "unsupported_reason",
     "auto_block",
@@ -181,3 +182,9 @@ def fast_logits(
         raise ValueError("this model is unconditioned: it takes no mel")
     spk = model.speaker_vector(speaker, B)
     return fast.logits(inputs, None, spk, frames=frames)
+
+
+#: the package's generator, ``wavenet_dilated.generate``: :func:`fast_generate`, i.e. the fastest exact backend here
+#: (the same samples for a seed as the reference :func:`~wavenet_dilated.generation.reference.generate`, which stays
+#: available as ``wavenet_dilated.reference_generate`` or ``backend="reference"``)
+generate = fast_generate

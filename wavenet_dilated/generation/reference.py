@@ -31,6 +31,7 @@ __all__ = [
     "CachedGenerator",
     "naive_generate",
     "generate",
+    "reference_generate",
     "stream_generate",
     "cached_logits",
     "to_waveform",
@@ -260,6 +261,10 @@ def generate(
     finally:
         if bar is not None:
             bar.close()
+
+
+#: the reference generator under its public name (``wavenet_dilated.generate`` is the fast one)
+reference_generate = generate
 
 
 @torch.no_grad()
