@@ -117,6 +117,8 @@ def test_speakers_by_name_and_id(ckpts, named_speakers, tmp_path, capsys):
         resolve_speaker("dave", 3, names)
     with pytest.raises(ValueError, match="out of range"):
         resolve_speaker(3, 3, names)
+    assert resolve_speaker("19", 2, ["26", "19"]) == 1  # a numeric name is a name before it is an id
+    assert resolve_speaker("0", 2, ["26", "19"]) == 0
     with pytest.raises(ValueError, match="no speaker conditioning"):
         resolve_speaker("alice", None, None)
     with pytest.raises(ValueError, match="choose a speaker"):

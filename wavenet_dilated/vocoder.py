@@ -36,7 +36,8 @@ Audio = str | os.PathLike[str] | np.ndarray | torch.Tensor
 
 
 def resolve_speaker(speaker: int | str | None, n_speakers: int | None, names: Sequence[str] | None) -> int | None:
-    """A speaker given by name or id (an int, or a string of digits) → its id; ``None`` for a model without speakers.
+    """A speaker given by name or id (an int, or a string of digits that is not one of the names) → its id; ``None`` for
+    a model without speakers.
 
     Raises:
         ValueError: one line: a speaker for a model without speakers, none for one with, an unknown name or an id out
@@ -49,10 +50,11 @@ def resolve_speaker(speaker: int | str | None, n_speakers: int | None, names: Se
     known = ", ".join(names) if names else f"ids 0 .. {n_speakers - 1}"
     if speaker is None:
         raise ValueError(f"this model is speaker-conditioned: choose a speaker ({known})")
-    if isinstance(speaker, str) and not speaker.strip().isdigit():
-        if not names or speaker not in names:
+    if isinstance(speaker, str):
+        if names and speaker in names:  # a name first: corpora name speakers by numbers too ("19", "26" …)
+            return list(names).index(speaker)
+        if not speaker.strip().isdigit():
             raise ValueError(f"unknown speaker {speaker!r}; this model knows {known}")
-        return list(names).index(speaker)
     if isinstance(speaker, bool) or not 0 <= int(speaker) < n_speakers:
         raise ValueError(f"speaker id {speaker!r} is out of range: this model has {n_speakers} speakers ({known})")
     return int(speaker)
