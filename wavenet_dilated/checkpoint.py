@@ -297,7 +297,7 @@ def sample_rate(ckpt: dict[str, Any]) -> int | None:
 def describe(ckpt: dict[str, Any], path: str | os.PathLike[str], default_rate: int) -> dict[str, Any]:
     """What ``wavenet-dilated info`` shows, as one JSON-able dict: step, sample rate, receptive field (samples and ms
     at the stored rate, else ``default_rate``), parameters, validation NLL, EMA, the first non-finite weight
-    (``non_finite``, ``None`` when all are finite) and the stored configs."""
+    (``non_finite``, ``None`` when all are finite), the speaker names and the stored configs."""
     from .wavenet import WaveNet
 
     config = read_config(ckpt, path)
@@ -318,6 +318,7 @@ def describe(ckpt: dict[str, Any], path: str | os.PathLike[str], default_rate: i
         "config": ckpt["config"],
         "audio_config": ckpt.get("audio_config"),
         "mel_stats": ckpt.get("mel_stats") is not None,
+        "speakers": read_speakers(ckpt, path, config.n_speakers),
         "train_config": ckpt.get("train_config"),
     }
 

@@ -28,6 +28,11 @@ def _bits(value: Any) -> str:
     return "not recorded" if value is None else f"{float(value):.4f} bits/sample"
 
 
+def _kernel_line(isa: str) -> str:
+    """The compiled generation kernel of this machine: its vector ISA, or why there is none."""
+    return isa if isa.startswith("none") else f"{isa} vectors on this machine (weights fp32, bf16 or int8)"
+
+
 def _print_section(title: str, section: dict[str, Any]) -> None:
     print(f"{title}:")
     width = max(len(str(k)) for k in section)
@@ -45,8 +50,10 @@ def run(args: argparse.Namespace) -> int:
     rate = stored_rate or DEFAULT_SAMPLE_RATE
     has_ema = ckpt.get("ema") is not None
     facts = describe(ckpt, args.checkpoint, DEFAULT_SAMPLE_RATE)
+    from ..generation.kernel import kernel_isa
+
     if args.json:
-        print(json.dumps(facts, indent=2, default=str))
+        print(json.dumps({**facts, "kernel_isa": kernel_isa()}, indent=2, default=str))
         return 0
 
     if config.cond_channels is None:
@@ -55,7 +62,8 @@ def run(args: argparse.Namespace) -> int:
         conditioning = f"mel, {config.cond_channels} bins, hop {config.hop_length}"
         conditioning += "" if ckpt.get("mel_stats") is not None else " (no mel_stats stored)"
     if config.n_speakers is not None:
-        conditioning += f"; {config.n_speakers} speakers"
+        names = facts["speakers"]
+        conditioning += f"; {config.n_speakers} speakers" + (f" ({', '.join(names)})" if names else "")
     rows = [
         ("checkpoint", str(args.checkpoint)),
         ("step", "not recorded" if ckpt.get("step") is None else str(ckpt["step"])),
@@ -72,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
         ("layers", f"{config.n_layers}, kernel {config.kernel_size}, dilations "
          f"{format_rates(config.dilations[: config.layers_per_stack], config.n_stacks)}"),
         ("output", f"{config.output} ({config.n_classes} classes)" if config.output == "categorical" else config.output),
+        ("fast kernel", _kernel_line(kernel_isa())),
     ]
     print_fields(rows)
     _print_section("config", ckpt["config"])

@@ -16,7 +16,7 @@ __all__ = ["Matrix", "Model", "State", "STRUCTS", "StructLayout", "layout", "c_l
 
 class Matrix(ctypes.Structure):
     _fields_ = [("offset", ctypes.c_int64), ("rows", ctypes.c_int32), ("in_", ctypes.c_int32),
-                ("ry", ctypes.c_int32), ("pad_", ctypes.c_int32)]
+                ("ry", ctypes.c_int32), ("scale_offset", ctypes.c_int32)]
 
 
 class Model(ctypes.Structure):
@@ -26,9 +26,11 @@ class Model(ctypes.Structure):
         ("n_classes", ctypes.c_int32), ("n_mix", ctypes.c_int32), ("first_table", ctypes.c_int32),
         ("n_threads", ctypes.c_int32),
         ("res_scale", ctypes.c_float), ("log_scale_min", ctypes.c_float),
+        ("precision", ctypes.c_int32), ("pad_", ctypes.c_int32),
         ("dilation", ctypes.c_void_p), ("col0", ctypes.c_void_p), ("row0", ctypes.c_void_p),
         ("conv_a", ctypes.c_void_p), ("conv_b", ctypes.c_void_p), ("skip", ctypes.c_void_p), ("res", ctypes.c_void_p),
-        ("weights", ctypes.c_void_p), ("res_bias", ctypes.c_void_p), ("skip_bias", ctypes.c_void_p),
+        ("weights", ctypes.c_void_p), ("scales", ctypes.c_void_p), ("res_bias", ctypes.c_void_p),
+        ("skip_bias", ctypes.c_void_p),
         ("table", ctypes.c_void_p), ("embed", ctypes.c_void_p),
         ("out1", ctypes.c_void_p), ("out2", ctypes.c_void_p),
         ("out1_bias", ctypes.c_void_p), ("out2_bias", ctypes.c_void_p),

@@ -1,7 +1,8 @@
 """The compiled CPU loop: the folded weights packed for the kernel, the caller-owned :class:`FastState`, and
 :class:`FastGenerator`, which computes the same function as :class:`~.reference.CachedGenerator`.
 
-Per sample (compiled C++, :mod:`.kernel`, AVX2/FMA fp32, one call per slice of steps, no Python in the loop): per layer
+Per sample (compiled C++, :mod:`.kernel`, the CPU's widest vectors, fp32 sums of fp32/bf16/int8 weights
+(:mod:`.precision`), one call per slice of steps, no Python in the loop): per layer
 one pass over ``[W_a; W_b]`` (initialised with the additive term), the gate ``tanh(a)·σ(b)``, one pass over
 ``[W_skip; W_res]``; then the two output 1×1s and inverse-CDF sampling with the pre-drawn uniforms of
 :class:`~.reference.UniformStream` (same block order, so the same seed gives the same samples as
@@ -36,6 +37,7 @@ from . import threads as _threads
 from .abi import State as _State
 from .folding import polyphase_plan, speaker_terms
 from .packing import HEADS, Packed, aligned, host_weights, ptr
+from .precision import check_precision
 from .reference import UniformStream
 
 __all__ = ["FastPathUnavailable", "FastState", "FastGenerator", "unsupported_reason"]
@@ -127,6 +129,9 @@ class FastGenerator:
         block: at most this many steps' products of the past taps (all but the newest) are made at once, one matrix
             product per layer and block instead of one pass over those weights per step (``1``: off). ``None``
             (default): :func:`~.threads.auto_block`.
+        precision: the step matrices' weights, ``"fp32"`` (default), ``"bf16"`` or ``"int8"`` with a scale per row
+            (:mod:`.precision`); sums and activations stay fp32. The reduced ones compute the model of
+            :func:`~.precision.quantize_model`.
 
     Raises:
         FastPathUnavailable: the kernel cannot be built or loaded here, or the model is not supported (see
@@ -144,8 +149,10 @@ class FastGenerator:
     #: measurement at the slower choice costs little
     PROBE_SLICE = 64
 
-    def __init__(self, model: WaveNet, threads: int | None = None, block: int | None = None) -> None:
+    def __init__(self, model: WaveNet, threads: int | None = None, block: int | None = None,
+                 precision: str = "fp32") -> None:
         check_eval_mode(model)
+        check_precision(precision)
         reason = unsupported_reason(model)
         if reason is not None:
             raise FastPathUnavailable(reason)
@@ -155,10 +162,10 @@ class FastGenerator:
             raise FastPathUnavailable(str(err)) from None
         check_int("threads", threads, 1, 64, optional=True)
         check_int("block", block, 1, optional=True)
-        self.model, self.threads, self.block = model, threads, block
+        self.model, self.threads, self.block, self.precision = model, threads, block, precision
         self._max_threads = _threads.max_threads() if threads is None else threads
         self.config = model.config
-        self._prepared = _threads.prepared(model, host_weights)
+        self._prepared = _threads.prepared(model, host_weights, precision)
         self.folded = self._prepared.folded
         self._packed = self._prepared.packed
         self._polyphase = polyphase_plan(model)

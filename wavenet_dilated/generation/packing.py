@@ -1,5 +1,6 @@
-"""The folded weights laid out for the compiled kernel: fp32 host copies (:class:`HostWeights`) and the packed,
-64-byte-aligned weight stream with the :mod:`.abi` structs that point into it (:class:`Packed`)."""
+"""The folded weights laid out for the compiled kernel: host copies (:class:`HostWeights`: fp32, or the codes and row
+scales of a reduced precision, :mod:`.precision`) and the packed, 64-byte-aligned weight stream with the :mod:`.abi`
+structs that point into it (:class:`Packed`)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from . import threads as _threads
 from .abi import Matrix as _Matrix
 from .abi import Model as _Model
 from .folding import RES_SCALE, fold
+from .precision import CODES, PRECISIONS, quantize_model, row_codes
 
 __all__ = ["HEADS", "HostWeights", "Packed", "aligned", "host_weights", "ptr"]
 
@@ -29,8 +31,13 @@ def _np(t: torch.Tensor) -> np.ndarray:
 
 @dataclass(frozen=True)
 class HostWeights:
-    """:class:`~.folding.StepWeights` as the kernel reads them: float32 numpy, contiguous (the last layer's residual
-    an empty ``(0, G/2)`` matrix); the conditioning weight and conv bias stay tensors (they feed ``torch.addmm``)."""
+    """:class:`~.folding.StepWeights` as the kernel reads them: numpy, contiguous (the last layer's residual an empty
+    ``(0, G/2)`` matrix); the conditioning weight and conv bias stay tensors (they feed ``torch.addmm``).
+
+    The step matrices (``conv``, ``skip``, ``res``, ``out1``, ``out2``) hold the codes of ``precision``
+    (:data:`~.precision.CODES`: fp32 weights, bf16 bits, int8) and, for bf16 and int8, ``scales`` holds their per-row
+    scales under the same names (lists for the per-layer ones); everything else is fp32.
+    """
 
     conv: list[np.ndarray]
     skip: list[np.ndarray]
@@ -45,19 +52,29 @@ class HostWeights:
     out1_bias: np.ndarray
     out2: np.ndarray
     out2_bias: np.ndarray
+    precision: str = "fp32"
+    scales: dict | None = None
 
 
-def host_weights(model: WaveNet) -> HostWeights:
-    """:func:`~.folding.fold` with the first-layer tables, converted for the kernel."""
+def host_weights(model: WaveNet, precision: str = "fp32") -> HostWeights:
+    """:func:`~.folding.fold` with the first-layer tables, converted for the kernel; for bf16 and int8, of
+    :func:`~.precision.quantize_model` (so the first layer's tables are those of the quantised conv), its step matrices
+    as codes and row scales."""
+    if precision != "fp32":
+        model = quantize_model(model, precision)
     w = fold(model, tables=True)
     half = model.config.gate_channels // 2
+    mats = {"conv": w.conv, "skip": w.skip, "res": [torch.zeros(0, half) if m is None else m for m in w.res],
+            "out1": [w.out1], "out2": [w.out2]}
+    codes = {k: [row_codes(m, precision) for m in v] for k, v in mats.items()}
+    scales = None if precision == "fp32" else {k: [c[1] for c in v] for k, v in codes.items()}
     return HostWeights(
-        conv=[_np(m) for m in w.conv], skip=[_np(m) for m in w.skip],
-        res=[np.zeros((0, half), np.float32) if m is None else _np(m) for m in w.res],
+        conv=[c[0] for c in codes["conv"]], skip=[c[0] for c in codes["skip"]], res=[c[0] for c in codes["res"]],
         res_bias=_np(w.res_bias), skip_bias=_np(w.skip_bias),
         cond_weight=None if w.cond_weight is None else w.cond_weight.float().contiguous(),
         conv_bias=w.conv_bias.contiguous(), table=None if w.table is None else _np(w.table), embed=_np(w.embed),
-        out1=_np(w.out1), out1_bias=_np(w.out1_bias), out2=_np(w.out2), out2_bias=_np(w.out2_bias),
+        out1=codes["out1"][0][0], out1_bias=_np(w.out1_bias), out2=codes["out2"][0][0], out2_bias=_np(w.out2_bias),
+        precision=precision, scales=scales,
     )
 
 
@@ -87,30 +104,45 @@ def _split8(n: int, parts: int) -> np.ndarray:
 
 
 class _Stream:
-    """One float32 stream of packed matrices: each in blocks of ``8·ry`` rows stored input-major, 64-byte aligned."""
+    """One stream of packed matrices: each in blocks of ``8·ry`` rows stored input-major, 64-byte aligned, elements of
+    one precision's codes; with a stream of fp32 row scales beside it (bf16, int8)."""
 
-    def __init__(self) -> None:
+    def __init__(self, dtype=np.float32) -> None:
+        self.dtype = np.dtype(dtype)
         self.pieces: list[np.ndarray] = []
         self.size = 0
+        self.scale_pieces: list[np.ndarray] = []
+        self.n_scales = 0
 
-    def pack(self, w: np.ndarray, ry: int) -> _Matrix:
+    def pack(self, w: np.ndarray, ry: int, scale: np.ndarray | None = None) -> _Matrix:
+        """Append ``w (rows, in)`` (codes of the stream's type) and, for a scaled precision, its row scales."""
         rows, n_in = w.shape
-        assert rows % 8 == 0, rows
+        assert rows % 8 == 0 and w.dtype == self.dtype, (rows, w.dtype)
         rb = 8 * ry
-        m = _Matrix(self.size, rows, n_in, ry, 0)
+        m = _Matrix(self.size, rows, n_in, ry, self.n_scales)
         for r0 in range(0, rows, rb):
             block = np.ascontiguousarray(w[r0 : r0 + rb].T)  # (in, rows in block)
             self.pieces.append(block.reshape(-1))
             self.size += block.size
-        pad = (-self.size) % 16  # keep every matrix 64-byte aligned
+        pad = (-self.size) % (64 // self.dtype.itemsize)  # keep every matrix 64-byte aligned
         if pad:
-            self.pieces.append(np.zeros(pad, np.float32))
+            self.pieces.append(np.zeros(pad, self.dtype))
             self.size += pad
+        if scale is not None:
+            assert scale.shape == (rows,), scale.shape
+            self.scale_pieces.append(scale.astype(np.float32))
+            self.n_scales += rows
         return m
 
     def array(self) -> np.ndarray:
-        out = aligned(self.size)
+        out = aligned(self.size, self.dtype)
         np.concatenate(self.pieces, out=out)
+        return out
+
+    def scale_array(self) -> np.ndarray:
+        out = aligned(max(self.n_scales, 1))
+        if self.scale_pieces:
+            np.concatenate(self.scale_pieces, out=out[: self.n_scales])
         return out
 
 
@@ -135,10 +167,11 @@ class Packed:
         self.n_out_pad = -(-n_out // 8) * 8
         self.out2_bias = np.zeros(self.n_out_pad, np.float32)
         self.out2_bias[:n_out] = folded.out2_bias
-        stream = _Stream()
+        stream = _Stream(CODES[folded.precision])
         mats = self._pack_steps(stream, c, ry, n_threads)
         mats.update(self._pack_past(stream, c, n_threads))
         self.weights = stream.array()
+        self.scales = stream.scale_array()
         self.dilation = np.asarray(c.dilations, np.int32)
         L = c.n_layers
         order = [("a", L), ("b", L), ("s", L), ("r", L), ("o1", 1), ("o2", 1), ("pa", L), ("pb", L)]
@@ -150,21 +183,32 @@ class Packed:
         """The per-step matrices, each thread's in one contiguous stream in the order it reads them (the prefetcher's
         best case)."""
         f, H, K, R = self.folded, c.gate_channels // 2, c.kernel_size, c.residual_channels
-        out2 = np.zeros((self.n_out_pad, f.out2.shape[1]), np.float32)
+        out2 = np.zeros((self.n_out_pad, f.out2.shape[1]), f.out2.dtype)
         out2[: f.out2.shape[0]] = f.out2
+        sc = self._scale
+        out2_scale = None if f.scales is None else np.ones(self.n_out_pad, np.float32)
+        if out2_scale is not None:
+            out2_scale[: f.out2.shape[0]] = sc("out2", 0, slice(None))
         mats = {}
         for t in range(n_threads):
             a, b = self.col0[t], self.col0[t + 1]
             for i in range(c.n_layers):
                 cur = slice((K - 1) * R, None) if self.block[i] > 1 else slice(None)  # blocked: the current tap only
-                mats["a", i, t] = stream.pack(f.conv[i][a:b, cur], ry)
-                mats["b", i, t] = stream.pack(f.conv[i][H + a : H + b, cur], ry)
-                mats["s", i, t] = stream.pack(f.skip[i][:, a:b], ry)
+                mats["a", i, t] = stream.pack(f.conv[i][a:b, cur], ry, sc("conv", i, slice(a, b)))
+                mats["b", i, t] = stream.pack(f.conv[i][H + a : H + b, cur], ry, sc("conv", i, slice(H + a, H + b)))
+                mats["s", i, t] = stream.pack(f.skip[i][:, a:b], ry, sc("skip", i, slice(None)))
                 rs = f.res[i]
-                mats["r", i, t] = stream.pack(rs[:, a:b], ry) if rs.shape[0] else _Matrix(0, 0, b - a, 1, 0)
-            mats["o1", 0, t] = stream.pack(f.out1[self.row0[t] : self.row0[t + 1]], ry)
-            mats["o2", 0, t] = stream.pack(out2[:, self.row0[t] : self.row0[t + 1]], ry)
+                mats["r", i, t] = stream.pack(rs[:, a:b], ry, sc("res", i, slice(None))) if rs.shape[0] else \
+                    _Matrix(0, 0, b - a, 1, 0)
+            rows = slice(self.row0[t], self.row0[t + 1])
+            mats["o1", 0, t] = stream.pack(f.out1[rows], ry, sc("out1", 0, rows))
+            mats["o2", 0, t] = stream.pack(out2[:, rows], ry, out2_scale)
         return mats
+
+    def _scale(self, name: str, i: int, rows: slice) -> np.ndarray | None:
+        """The row scales ``rows`` of matrix ``i`` of ``name`` (bf16, int8), or ``None`` (fp32)."""
+        scales = self.folded.scales
+        return None if scales is None else scales[name][i][rows]
 
     def _pack_past(self, stream: _Stream, c, n_threads: int) -> dict:
         """The past taps of blocked layers, read once per block: after the per-step stream, in ``PAST_RY``-row blocks
@@ -176,8 +220,9 @@ class Packed:
             for i in range(c.n_layers):
                 past = self.folded.conv[i][:, : (K - 1) * R]
                 if self.block[i] > 1:
-                    mats["pa", i, t] = stream.pack(past[a:b], _threads.PAST_RY)
-                    mats["pb", i, t] = stream.pack(past[H + a : H + b], _threads.PAST_RY)
+                    mats["pa", i, t] = stream.pack(past[a:b], _threads.PAST_RY, self._scale("conv", i, slice(a, b)))
+                    mats["pb", i, t] = stream.pack(past[H + a : H + b], _threads.PAST_RY,
+                                                   self._scale("conv", i, slice(H + a, H + b)))
                 else:
                     mats["pa", i, t] = mats["pb", i, t] = _Matrix(*_NONE)
         return mats
@@ -190,6 +235,7 @@ class Packed:
             n_out=f.out2.shape[0], n_out_pad=self.n_out_pad, head=HEADS[c.output], n_classes=c.n_classes,
             n_mix=c.n_mixtures, first_table=int(f.table is not None), n_threads=n_threads,
             res_scale=RES_SCALE, log_scale_min=float(getattr(head, "log_scale_min", 0.0)),
+            precision=PRECISIONS.index(f.precision), scales=ptr(self.scales),
             dilation=ptr(self.dilation), col0=ptr(self.col0), row0=ptr(self.row0),
             conv_a=conv_a, conv_b=conv_b, skip=skip, res=res, weights=ptr(self.weights),
             res_bias=ptr(f.res_bias), skip_bias=ptr(f.skip_bias), table=ptr(f.table), embed=ptr(f.embed),

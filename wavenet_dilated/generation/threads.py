@@ -185,10 +185,11 @@ class Prepared:
         return self.choosers[batch, limit]
 
 
-# Per model: its Prepared, so that repeated generations (a CLI batch, a notebook loop) fold and pack the weights once and
-# keep the thread measurements. Not functools.lru_cache (STYLE rule 10): that would hold the model strongly and never let
-# it be collected, and the entry must be rebuilt when the same model's weights change (checked against _weights_key on
-# every look-up). A WeakKeyDictionary keyed on the model does both; nothing in an entry refers back to the model.
+# Per model: its Prepared per weight precision, so that repeated generations (a CLI batch, a notebook loop) fold and
+# pack the weights once and keep the thread measurements. Not functools.lru_cache (STYLE rule 10): that would hold the
+# model strongly and never let it be collected, and the entry must be rebuilt when the same model's weights change
+# (checked against _weights_key on every look-up). A WeakKeyDictionary keyed on the model does both; nothing in an entry
+# refers back to the model.
 _PREPARED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
@@ -199,12 +200,14 @@ def _weights_key(model: WaveNet) -> tuple:
                  for t in itertools.chain(model.parameters(), model.buffers()))
 
 
-def prepared(model: WaveNet, fold: Callable[[WaveNet], Any]) -> Prepared:
-    """``model``'s shared :class:`Prepared`, with ``fold(model)`` as its folded weights; folded again (and its packings
-    and measurements dropped) when the model's weights have changed since."""
+def prepared(model: WaveNet, fold: Callable[..., Any], variant: str = "fp32") -> Prepared:
+    """``model``'s shared :class:`Prepared` for one weight ``variant`` (a precision), with ``fold(model, variant)`` as
+    its folded weights; folded again (and its packings and measurements dropped) when the model's weights have changed
+    since."""
     key = _weights_key(model)
-    entry = _PREPARED.get(model)
+    entries = _PREPARED.setdefault(model, {})
+    entry = entries.get(variant)
     if entry is None or entry.key != key:
-        entry = Prepared(key, fold(model))
-        _PREPARED[model] = entry
+        entry = Prepared(key, fold(model, variant))
+        entries[variant] = entry
     return entry

@@ -1,12 +1,14 @@
 // The benchmark's ceilings of this machine (wavenet_dilated/bench): fp32 FMA throughput and read bandwidth, per
-// thread count, measured by code of the same kind as the generation loop (AVX2 FMAs on registers; streaming 32-byte
-// loads). A library of its own, built by the same machinery as the kernel (generation/kernel.py).
-#include <immintrin.h>
+// thread count, measured by code of the same kind as the generation loop (FMAs on registers and streaming loads of the
+// vectors of simd.h, the kernel's ISA). A library of its own, built by the same machinery as the kernel
+// (generation/kernel.py).
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <time.h>
 #include <atomic>
+
+#include "simd.h"
 
 static double now_s() { timespec t; clock_gettime(CLOCK_MONOTONIC, &t); return t.tv_sec + 1e-9 * t.tv_nsec; }
 
@@ -14,42 +16,40 @@ struct LimitArg { int64_t iters, bytes; int32_t reps; float seed; double sink; s
 
 static void start_together(LimitArg* a) {
     a->ready->fetch_add(1);
-    while (a->ready->load() < a->n) _mm_pause();
+    while (a->ready->load() < a->n) cpu_relax();
 }
 
 static void* fma_worker(void* p) {
     LimitArg* a = (LimitArg*)p;
     start_together(a);
     // 10 independent accumulators (FMA latency x throughput on current cores), distinct so nothing is merged
-    const __m256 x = _mm256_set1_ps(0.999f), y = _mm256_set1_ps(1e-6f);
-    __m256 v[10];
-    for (int i = 0; i < 10; ++i) v[i] = _mm256_set1_ps(a->seed + i);
+    const vf x = splat(0.999f), y = splat(1e-6f);
+    vf v[10];
+    for (int i = 0; i < 10; ++i) v[i] = splat(a->seed + i);
     for (int64_t k = 0; k < a->iters; ++k)
-        for (int i = 0; i < 10; ++i) v[i] = _mm256_fmadd_ps(v[i], x, y);
-    float o[8], s = 0.0f;
-    for (int i = 0; i < 10; ++i) { _mm256_storeu_ps(o, v[i]); s += o[0]; }
+        for (int i = 0; i < 10; ++i) v[i] = fmadd(v[i], x, y);
+    float s = 0.0f;
+    for (int i = 0; i < 10; ++i) s += v[i][0];
     a->sink = s;
     return nullptr;
 }
 
 static void* read_worker(void* p) {
     LimitArg* a = (LimitArg*)p;
-    const int64_t n = a->bytes / 128 * 32;     // floats, a multiple of 32
+    const int64_t n = a->bytes / 128 * 32;     // floats, a multiple of 32 (and of 4 vectors of any width)
     float* buf = (float*)aligned_alloc(64, (size_t)n * sizeof(float) + 64);
     if (!buf) { a->sink = -1.0; start_together(a); return nullptr; }
     for (int64_t i = 0; i < n; ++i) buf[i] = a->seed;
     start_together(a);
-    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    vf a0{}, a1{}, a2{}, a3{};
     for (int r = 0; r < a->reps; ++r)
-        for (int64_t i = 0; i < n; i += 32) {
-            a0 = _mm256_add_ps(a0, _mm256_load_ps(buf + i));
-            a1 = _mm256_add_ps(a1, _mm256_load_ps(buf + i + 8));
-            a2 = _mm256_add_ps(a2, _mm256_load_ps(buf + i + 16));
-            a3 = _mm256_add_ps(a3, _mm256_load_ps(buf + i + 24));
+        for (int64_t i = 0; i < n; i += 4 * WN_W) {
+            a0 += loadv(buf + i);
+            a1 += loadv(buf + i + WN_W);
+            a2 += loadv(buf + i + 2 * WN_W);
+            a3 += loadv(buf + i + 3 * WN_W);
         }
-    float o[8];
-    _mm256_storeu_ps(o, _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
-    a->sink = o[0];
+    a->sink = ((a0 + a1) + (a2 + a3))[0];
     free(buf);
     return nullptr;
 }
@@ -67,7 +67,7 @@ static double run_limit(void* (*fn)(void*), int threads, int64_t iters, int64_t 
         ++started;
     }
     if (started < threads) ready.fetch_add(threads - started);   // let the started ones run; report failure
-    while (ready.load() < threads) _mm_pause();                  // every buffer is written (page faults done)
+    while (ready.load() < threads) cpu_relax();                  // every buffer is written (page faults done)
     const double t0 = now_s();
     ready.fetch_add(1);
     for (int i = 0; i < started; ++i) pthread_join(th[i], nullptr);
@@ -76,10 +76,10 @@ static double run_limit(void* (*fn)(void*), int threads, int64_t iters, int64_t 
     return started == threads ? t : -1.0;
 }
 
-// fp32 GFLOP/s of `threads` threads each doing `iters` x 10 independent 8-wide FMAs; negative on failure.
+// fp32 GFLOP/s of `threads` threads each doing `iters` x 10 independent WN_W-wide FMAs; negative on failure.
 extern "C" double wn_fma_gflops(int32_t threads, int64_t iters) {
     const double t = run_limit(fma_worker, threads, iters, 0, 0);
-    return t > 0 ? (double)threads * iters * 10 * 16 / t * 1e-9 : -1.0;
+    return t > 0 ? (double)threads * iters * 10 * 2 * WN_W / t * 1e-9 : -1.0;
 }
 
 // GB/s read by `threads` threads each summing its own `bytes` buffer `reps` times; negative on failure.

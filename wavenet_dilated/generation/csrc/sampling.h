@@ -1,6 +1,5 @@
 // Drawing one sample from a step's logits, operation by operation as the Python heads do (nn/heads.py).
 #pragma once
-#include <immintrin.h>
 #include <math.h>
 #include <stdint.h>
 
@@ -63,15 +62,13 @@ static inline double sample_one(const WNModel* m, const float* logits, const flo
         float mx = -INFINITY;
         for (int i = 0; i < n; ++i) { work[i] = logits[i] / temperature; mx = work[i] > mx ? work[i] : mx; }
         int i = 0;
-        __m256 vs = _mm256_setzero_ps();
-        for (; i + 8 <= n; i += 8) {
-            __m256 e = exp256(_mm256_sub_ps(_mm256_loadu_ps(work + i), _mm256_set1_ps(mx)));
-            _mm256_storeu_ps(work + i, e);
-            vs = _mm256_add_ps(vs, e);
+        vf vs{};
+        for (; i + WN_W <= n; i += WN_W) {
+            const vf e = vexp(loadv(work + i) - splat(mx));
+            store(work + i, e);
+            vs += e;
         }
-        float s8[8];
-        _mm256_storeu_ps(s8, vs);
-        float sum = ((s8[0] + s8[1]) + (s8[2] + s8[3])) + ((s8[4] + s8[5]) + (s8[6] + s8[7]));
+        float sum = hsum(vs);
         for (; i < n; ++i) { work[i] = expf(work[i] - mx); sum += work[i]; }
         const float inv = 1.0f / sum;
         double acc = 0.0;   // torch's CPU cumsum accumulates fp32 in double

@@ -1,7 +1,7 @@
 // wavenet_dilated fast generation kernel: the per-sample loop over all layers (one thread's share of it: worker.h) on
-// one or more threads, and the conditioning upsampler. AVX2 + FMA, fp32. Built and loaded by
-// wavenet_dilated/generation/kernel.py; what it computes is documented in wavenet_dilated/generation/fast.py.
-#include <immintrin.h>
+// one or more threads, and the conditioning upsampler. Vectors of the widest ISA the build targets (simd.h); fp32 sums,
+// fp32/bf16/int8 weights. Built and loaded by wavenet_dilated/generation/kernel.py; what it computes is documented in
+// wavenet_dilated/generation/fast.py.
 #include <pthread.h>
 #include <sched.h>
 #include <stddef.h>
@@ -9,8 +9,12 @@
 #include <stdlib.h>
 #include <atomic>
 
+#include "simd.h"
 #include "wavenet_kernel.h"
 #include "worker.h"
+
+// The vector ISA this library was built for (simd.h): "avx512", "avx2+fma", "neon" or "generic".
+extern "C" const char* wn_isa() { return WN_ISA; }
 
 // ----------------------------------------------------------------------------------------------- the loop
 // Every thread runs this loop (see Worker).
@@ -94,15 +98,15 @@ extern "C" void wn_polyphase(const float* x, int64_t lo_in, int64_t n_in, int64_
         }
         float* out = y + r * w;
         int64_t i = 0;
-        const __m256 c0 = _mm256_set1_ps(k > 0 ? coef[0] : 0.0f), c1 = _mm256_set1_ps(k > 1 ? coef[1] : 0.0f),
-                     c2 = _mm256_set1_ps(k > 2 ? coef[2] : 0.0f);
-        for (; i + 8 <= w; i += 8) {
-            __m256 v = add ? _mm256_loadu_ps(add + i) : _mm256_setzero_ps();
-            __m256 t = _mm256_setzero_ps();
-            if (k > 0) t = _mm256_mul_ps(c0, _mm256_loadu_ps(rows[0] + i));
-            if (k > 1) t = _mm256_fmadd_ps(c1, _mm256_loadu_ps(rows[1] + i), t);
-            if (k > 2) t = _mm256_fmadd_ps(c2, _mm256_loadu_ps(rows[2] + i), t);
-            _mm256_storeu_ps(out + i, _mm256_add_ps(v, t));
+        const vf c0 = splat(k > 0 ? coef[0] : 0.0f), c1 = splat(k > 1 ? coef[1] : 0.0f),
+                 c2 = splat(k > 2 ? coef[2] : 0.0f);
+        for (; i + WN_W <= w; i += WN_W) {
+            const vf v = add ? loadv(add + i) : vf{};
+            vf t{};
+            if (k > 0) t = c0 * loadv(rows[0] + i);
+            if (k > 1) t = fmadd(c1, loadv(rows[1] + i), t);
+            if (k > 2) t = fmadd(c2, loadv(rows[2] + i), t);
+            store(out + i, v + t);
         }
         for (; i < w; ++i) {
             float t = 0.0f;
@@ -119,18 +123,17 @@ extern "C" void wn_project(const float* x, int64_t rows, int32_t c, const float*
         float* out = y + r * w;
         const float* xr = x + r * c;
         int64_t i = 0;
-        for (; i + 32 <= w; i += 32) {
-            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        for (; i + 4 * WN_W <= w; i += 4 * WN_W) {
+            vf a0{}, a1{}, a2{}, a3{};
             for (int k = 0; k < c; ++k) {
-                const __m256 xv = _mm256_broadcast_ss(xr + k);
+                const vf xv = splat(xr[k]);
                 const float* row = wt + (int64_t)k * w + i;
-                a0 = _mm256_fmadd_ps(xv, _mm256_loadu_ps(row), a0);
-                a1 = _mm256_fmadd_ps(xv, _mm256_loadu_ps(row + 8), a1);
-                a2 = _mm256_fmadd_ps(xv, _mm256_loadu_ps(row + 16), a2);
-                a3 = _mm256_fmadd_ps(xv, _mm256_loadu_ps(row + 24), a3);
+                a0 = fmadd(xv, loadv(row), a0);
+                a1 = fmadd(xv, loadv(row + WN_W), a1);
+                a2 = fmadd(xv, loadv(row + 2 * WN_W), a2);
+                a3 = fmadd(xv, loadv(row + 3 * WN_W), a3);
             }
-            _mm256_storeu_ps(out + i, a0); _mm256_storeu_ps(out + i + 8, a1);
-            _mm256_storeu_ps(out + i + 16, a2); _mm256_storeu_ps(out + i + 24, a3);
+            store(out + i, a0); store(out + i + WN_W, a1); store(out + i + 2 * WN_W, a2); store(out + i + 3 * WN_W, a3);
         }
         for (; i < w; ++i) {
             float v = 0.0f;
@@ -143,15 +146,15 @@ extern "C" void wn_project(const float* x, int64_t rows, int32_t c, const float*
 // ----------------------------------------------------------------------------------------------- layout
 // Every field of the structs in wavenet_kernel.h, in declaration order: what wn_layout and wn_layout_names report for
 // the loader to compare with abi.py, which refuses a library whose structs differ from its ctypes mirror.
-#define WN_MATRIX_FIELDS(X) X(WNMatrix, offset) X(WNMatrix, rows) X(WNMatrix, in) X(WNMatrix, ry) X(WNMatrix, pad_)
+#define WN_MATRIX_FIELDS(X) X(WNMatrix, offset) X(WNMatrix, rows) X(WNMatrix, in) X(WNMatrix, ry) X(WNMatrix, scale_offset)
 #define WN_MODEL_FIELDS(X)                                                                                            \
     X(WNModel, n_layers) X(WNModel, R) X(WNModel, G) X(WNModel, S) X(WNModel, K) X(WNModel, n_out)                   \
     X(WNModel, n_out_pad) X(WNModel, head) X(WNModel, n_classes) X(WNModel, n_mix) X(WNModel, first_table)           \
-    X(WNModel, n_threads) X(WNModel, res_scale) X(WNModel, log_scale_min) X(WNModel, dilation) X(WNModel, col0)     \
-    X(WNModel, row0) X(WNModel, conv_a) X(WNModel, conv_b) X(WNModel, skip) X(WNModel, res) X(WNModel, weights)     \
-    X(WNModel, res_bias) X(WNModel, skip_bias) X(WNModel, table) X(WNModel, embed) X(WNModel, out1)                  \
-    X(WNModel, out2) X(WNModel, out1_bias) X(WNModel, out2_bias) X(WNModel, block) X(WNModel, past_a)                \
-    X(WNModel, past_b)
+    X(WNModel, n_threads) X(WNModel, res_scale) X(WNModel, log_scale_min) X(WNModel, precision) X(WNModel, pad_)    \
+    X(WNModel, dilation) X(WNModel, col0) X(WNModel, row0) X(WNModel, conv_a) X(WNModel, conv_b) X(WNModel, skip)   \
+    X(WNModel, res) X(WNModel, weights) X(WNModel, scales) X(WNModel, res_bias) X(WNModel, skip_bias)               \
+    X(WNModel, table) X(WNModel, embed) X(WNModel, out1) X(WNModel, out2) X(WNModel, out1_bias)                      \
+    X(WNModel, out2_bias) X(WNModel, block) X(WNModel, past_a) X(WNModel, past_b)
 #define WN_STATE_FIELDS(X)                                                                                            \
     X(WNState, rings) X(WNState, ring_offset) X(WNState, class_ring) X(WNState, prev_class) X(WNState, prev_value)  \
     X(WNState, pre) X(WNState, pre_offset) X(WNState, step) X(WNState, batch)

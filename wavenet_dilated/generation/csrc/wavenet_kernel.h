@@ -4,16 +4,20 @@
 #include <stdint.h>
 
 // ----------------------------------------------------------------------------------------------- packed matrices
+// Weight precisions (WNModel.precision): the element type of WNModel.weights.
+enum { WN_FP32 = 0, WN_BF16 = 1, WN_INT8 = 2 };
+
 struct WNMatrix {            // a packed (rows x in) matrix: blocks of 8*ry rows, each (in, rows_in_block) contiguous
-    int64_t offset;          // into WNModel.weights (floats)
-    int32_t rows, in, ry;    // ry: 8-float vectors per full block
-    int32_t pad_;
+    int64_t offset;          // into WNModel.weights (elements of the precision's type)
+    int32_t rows, in, ry;    // ry: 8-row units per full block
+    int32_t scale_offset;    // int8: where the rows' scales start in WNModel.scales
 };
 
 struct WNModel {
     int32_t n_layers, R, G, S, K, n_out, n_out_pad, head;   // head: 0 categorical, 1 mol, 2 gaussian
     int32_t n_classes, n_mix, first_table, n_threads;
     float res_scale, log_scale_min;
+    int32_t precision, pad_;     // WN_FP32, WN_BF16 or WN_INT8
     const int32_t* dilation;     // [L]
     const int32_t* col0;         // [n_threads + 1]: thread t owns gate channels [col0[t], col0[t+1]) of G/2
     const int32_t* row0;         // [n_threads + 1]: thread t owns rows [row0[t], row0[t+1]) of the first output layer
@@ -23,7 +27,8 @@ struct WNModel {
     const WNMatrix* skip;        // [L][nt] thread t's columns of the skip 1x1 (S x cols)
     const WNMatrix* res;         // [L][nt] thread t's columns of the residual 1x1 (R x cols), pre-scaled by
                                  //         res_scale; the last layer's is unused
-    const float* weights;
+    const void* weights;         // every packed matrix, elements of the precision's type (fp32, bf16 bits, int8)
+    const float* scales;         // int8: per packed row, what its sums are multiplied by (else unused)
     const float* res_bias;       // [L][R] pre-scaled by res_scale
     const float* skip_bias;      // [S] sum over layers of the skip biases
     const float* table;          // first_table: [K][n_classes][G]: tap j's conv weights times the embedding

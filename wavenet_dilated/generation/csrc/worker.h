@@ -2,7 +2,6 @@
 // barrier the threads meet at, what a call shares between them (Run), and the Worker whose methods are the phases of
 // a step.
 #pragma once
-#include <immintrin.h>
 #include <sched.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -12,6 +11,7 @@
 
 #include "matmul.h"
 #include "sampling.h"
+#include "simd.h"
 #include "simd_math.h"
 #include "wavenet_kernel.h"
 
@@ -35,7 +35,7 @@ struct Barrier {
             if (q == tid) continue;
             int spins = 0;
             while (flag[q].epoch.load(std::memory_order_acquire) < epoch) {
-                if (++spins < 4000) _mm_pause();
+                if (++spins < 4000) cpu_relax();
                 else sched_yield();     // a busy machine: do not burn the time slice of the thread we wait for
             }
         }
@@ -198,16 +198,21 @@ struct Worker {
             // x_l = res_scale x_{l-1} + res_bias + sum over threads of W_res[:, cols_t] z_t (same order everywhere)
             const float* bias = m->res_bias + (int64_t)(l - 1) * R;
             const float* parts = run->res_part + (int64_t)((phase - 1) & 1) * nt * B * R;
-            const __m256 scale = _mm256_set1_ps(m->res_scale);
+            const vf scale = splat(m->res_scale);
             for (int b = 0; b < B; ++b) {
                 const float* xp = x_prev ? x_prev + (int64_t)b * R : m->embed + prev_i[b] * R;
                 float* xn = x_now + (int64_t)b * R;
-                for (int r = 0; r < R; r += 8) {   // R is a multiple of 8; vector loads of the other threads'
-                                                   // parts keep several cache-line transfers in flight
-                    __m256 v = _mm256_fmadd_ps(scale, _mm256_loadu_ps(xp + r), _mm256_loadu_ps(bias + r));
-                    for (int q = 0; q < nt; ++q)
-                        v = _mm256_add_ps(v, _mm256_loadu_ps(parts + ((int64_t)q * B + b) * R + r));
-                    _mm256_storeu_ps(xn + r, v);
+                int r = 0;
+                for (; r + WN_W <= R; r += WN_W) {   // vector loads of the other threads' parts keep several
+                                                     // cache-line transfers in flight
+                    vf v = fmadd(scale, loadv(xp + r), loadv(bias + r));
+                    for (int q = 0; q < nt; ++q) v += loadv(parts + ((int64_t)q * B + b) * R + r);
+                    store(xn + r, v);
+                }
+                for (; r < R; ++r) {                 // R is a multiple of 8, not always of the vector width
+                    float v = __builtin_fmaf(m->res_scale, xp[r], bias[r]);
+                    for (int q = 0; q < nt; ++q) v += parts[((int64_t)q * B + b) * R + r];
+                    xn[r] = v;
                 }
             }
         }
