@@ -169,7 +169,7 @@ def test_a_model_the_kernel_cannot_run_falls_back_to_the_reference_with_one_warn
     code, _, stderr = run(["sample", path, "--seconds", "0.01", "--seed", "9", "-o", out, "--no-progress"], capsys)
     assert code == 0
     assert stderr.splitlines() == ["wavenet-dilated: warning: fast generation unavailable (the compiled kernel needs "
-                                   "residual_channels to be a multiple of 8, found 12); using the reference cached "
+                                   "residual_channels to be a multiple of 8, found 12); using the plain-PyTorch "
                                    "generator"]
     # the file holds exactly what the reference generator gives for the seed
     reference = WaveNet.from_checkpoint(path)
@@ -182,6 +182,7 @@ def test_a_model_the_kernel_cannot_run_falls_back_to_the_reference_with_one_warn
 def test_library_warnings_are_one_line(ckpts, tmp_path, capsys, monkeypatch):
     def fallback(*args, **kwargs):
         warnings.warn("fast generation unavailable (no compiler);\n using the reference", RuntimeWarning, stacklevel=2)
+        assert kwargs.pop("precision") == "fp32"  # the reference generator has no reduced precisions
         return generate(*args, **kwargs)
 
     monkeypatch.setattr("wavenet_dilated.generation.fast.fast_generate", fallback)

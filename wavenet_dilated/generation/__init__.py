@@ -13,5 +13,7 @@ Modules (import the one you need; this ``__init__`` imports none of them, so imp
 * :mod:`.packing` — the folded weights as fp32 host arrays and packed into the kernel's aligned weight stream.
 * :mod:`.threads` — tuning that loop to the machine: past-tap blocks, thread counts, the per-model prepared weights.
 * :mod:`.cuda_graph` — :class:`~.cuda_graph.CudaGraphGenerator`, the step captured in a CUDA graph.
+* :mod:`.torch_fast` — :class:`~.torch_fast.TorchGenerator`, the fallback where the kernel cannot run: plain PyTorch,
+  preallocated buffers, blocked past taps.
 * :mod:`.kernel`, :mod:`.abi`, ``csrc/`` — building and loading the C++ kernel; its structs' ctypes mirror.
 """

@@ -16,35 +16,22 @@ from tqdm.auto import tqdm
 
 from ..config import check_temperature
 from ..wavenet import WaveNet
-from .reference import UNIFORM_BLOCK, CachedGenerator, _make_generator
+from .reference import UNIFORM_BLOCK, CachedGenerator, UniformStream, _make_generator
 
 __all__ = ["RowUniforms", "generate_rows"]
 
 
-class RowUniforms:
-    """Per-row uniform streams with :class:`~.reference.UniformStream`'s interface: ``take(n) -> (n, B, n_uniforms)``.
-
-    Row ``i`` draws from its own generator in blocks of :data:`~.reference.UNIFORM_BLOCK` steps with the shape a
-    one-row :class:`~.reference.UniformStream` uses, so its numbers are those of a one-row generation with that seed.
-    """
+class RowUniforms(UniformStream):
+    """Per-row uniform streams: :class:`~.reference.UniformStream` whose block for row ``i`` is drawn from
+    ``generators[i]`` with the shape a one-row stream uses, so each row's numbers are those of a one-row generation
+    with that generator's seed."""
 
     def __init__(self, n_uniforms: int, generators: Sequence[torch.Generator]) -> None:
-        self.n_uniforms, self.generators = n_uniforms, list(generators)
-        self._block = torch.empty(0, len(self.generators), n_uniforms)
-        self._offset = 0
+        super().__init__(len(generators), n_uniforms, generators[0])
+        self.generators = list(generators)
 
-    def take(self, n: int) -> torch.Tensor:
-        parts, need = [], n
-        while need > 0:
-            if self._offset == self._block.shape[0]:
-                self._block = torch.cat([torch.rand(UNIFORM_BLOCK, 1, self.n_uniforms, generator=g)
-                                         for g in self.generators], dim=1)
-                self._offset = 0
-            k = min(need, self._block.shape[0] - self._offset)
-            parts.append(self._block[self._offset : self._offset + k])
-            self._offset += k
-            need -= k
-        return torch.cat(parts) if parts else self._block[:0]
+    def _draw(self) -> torch.Tensor:
+        return torch.cat([torch.rand(UNIFORM_BLOCK, 1, self.n_uniforms, generator=g) for g in self.generators], dim=1)
 
 
 def _check_mels(model: WaveNet, mels: Sequence[torch.Tensor]) -> None:
@@ -75,6 +62,7 @@ def generate_rows(
     temperature: float = 1.0,
     progress: tqdm | None = None,
     backend: str = "auto",
+    precision: str = "fp32",
 ) -> list[torch.Tensor]:
     """Generate one row per mel in a single batch; row ``i`` equals a one-row generation of ``mels[i]`` with
     ``seeds[i]`` on the same backend.
@@ -85,14 +73,16 @@ def generate_rows(
         seeds: one per mel (``None`` = fresh randomness for that row).
         speaker: one id for every row or ``(B,)`` ids.
         progress: an open tqdm bar, advanced by the samples generated for real rows (not the padding past an end).
-        backend: as :func:`~.fast.fast_generate`.
+        backend, precision: as :func:`~.fast.fast_generate`.
 
     Returns:
         ``[(F_i · hop_length,)]``: int64 μ-law classes (categorical) or floats in [−1, 1].
     """
     from . import fast  # deferred: fast imports the compiled path's modules
+    from .precision import check_precision, quantize_model
 
     check_temperature(temperature)
+    check_precision(precision)
     _check_mels(model, mels)
     if len(seeds) != len(mels):
         raise ValueError(f"generate_rows needs one seed per mel: {len(mels)} mels, {len(seeds)} seeds")
@@ -102,7 +92,9 @@ def generate_rows(
     uniforms = RowUniforms(model.head.n_uniforms, [_make_generator(s, None) for s in seeds])
     spk = _speakers(model, speaker, batch)
     device = next(model.parameters()).device
-    kind, gen = fast._resolve(model, backend)
+    kind, gen = fast._resolve(model, backend, precision=precision)
+    if precision != "fp32" and kind != "cpp":  # as fast_generate: the other backends run the quantised model
+        model = quantize_model(model, precision)
     bar = _RealSamples(progress, lengths)
     if kind == "cpp":
         frames = [fast._frames(model, m[None]) for m in mels]
@@ -114,7 +106,7 @@ def generate_rows(
         if kind == "cuda_graph":
             out = fast.CudaGraphGenerator(model, batch, temperature=temperature).run(n, uniforms, cond, spk, bar)
         else:
-            ref = CachedGenerator(model)
+            ref = fast.TorchGenerator(model) if kind == "torch" else CachedGenerator(model)
             out = ref.run(ref.init_state(batch), n, uniforms, cond, spk, temperature, bar)
     return [out[i, : lengths[i]].cpu() for i in range(batch)]
 

@@ -7,10 +7,12 @@ the same function (same weights, same uniforms, same inverse-CDF sampling) from 
 
 * ``"cpp"``: the compiled CPU loop, :class:`~.cpu.FastGenerator` (packing and state in :mod:`.cpu`, block and thread
   tuning in :mod:`.threads`, the kernel in :mod:`.kernel`);
-* ``"cuda_graph"``: the step captured once in a CUDA graph and replayed per sample, :class:`~.cuda_graph.CudaGraphGenerator`.
+* ``"cuda_graph"``: the step captured once in a CUDA graph and replayed per sample, :class:`~.cuda_graph.CudaGraphGenerator`;
+* ``"torch"``: plain PyTorch on any device, a few preallocated products per layer with blocked past taps,
+  :class:`~.torch_fast.TorchGenerator`.
 
-When the compiled path cannot be used (no compiler, a CPU without AVX2/FMA, channel counts that are not multiples of 8,
-a non-fp32 model …) :func:`fast_generate` warns once with the reason and falls back to the reference generator.
+When the compiled path cannot be used (no C++ compiler, channel counts that are not multiples of 8,
+a non-fp32 model …) :func:`fast_generate` warns once with the reason and falls back to ``"torch"``.
 """
 
 from __future__ import annotations
@@ -26,8 +28,10 @@ from . import kernel
 from . import reference as gen_mod
 from .cpu import FastGenerator, FastPathUnavailable, FastState, unsupported_reason
 from .cuda_graph import CudaGraphGenerator
+from .precision import check_precision, quantize_model
 from .reference import UniformStream, _make_generator, _prepare
 from .threads import PAST_BLOCK, PAST_COLUMNS, auto_block, last_level_cache, past_blocks
+from .torch_fast import TorchGenerator
 
 __all__ = [
     "FastPathUnavailable",
@@ -49,9 +53,10 @@ __all__ = [
 
 
 #: ``backend`` values of :func:`fast_generate`: ``"auto"`` picks ``"cuda_graph"`` for a CUDA model, ``"cpp"`` on CPU,
-#: and falls back to ``"reference"`` (the plain-PyTorch :class:`~.reference.CachedGenerator`) with a warning when the
-#: pick cannot run here.
-BACKENDS = ("auto", "cpp", "cuda_graph", "reference")
+#: and falls back to ``"torch"`` (the plain-PyTorch :class:`~.torch_fast.TorchGenerator`: preallocated buffers, blocked
+#: past taps) with a warning when the pick cannot run here; ``"reference"`` is the
+#: :class:`~.reference.CachedGenerator` every path is tested against.
+BACKENDS = ("auto", "cpp", "cuda_graph", "torch", "reference")
 
 
 def available() -> tuple[bool, str]:
@@ -67,31 +72,32 @@ def available() -> tuple[bool, str]:
 
 
 def _notice(reason: str) -> None:
-    warnings.warn(f"fast generation unavailable ({reason}); using the reference cached generator", RuntimeWarning,
+    warnings.warn(f"fast generation unavailable ({reason}); using the plain-PyTorch generator", RuntimeWarning,
                   stacklevel=3)
 
 
-def _resolve(model: WaveNet, backend: str, threads: int | None = None) -> tuple[str, object | None]:
-    """The backend to run and, for "cpp", its generator; "reference" with a warning when "auto" cannot run here."""
+def _resolve(model: WaveNet, backend: str, threads: int | None = None,
+             precision: str = "fp32") -> tuple[str, object | None]:
+    """The backend to run and, for "cpp", its generator; "torch" with a warning when "auto" cannot run here."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, found {backend!r}")
-    if backend == "reference":
-        return "reference", None
+    if backend in ("reference", "torch"):
+        return backend, None
     on_cuda = next(model.parameters()).device.type == "cuda"
     if backend == "cuda_graph" or (backend == "auto" and on_cuda):
         if not on_cuda or not torch.cuda.is_available():
             reason = "the cuda_graph backend needs a CUDA model"
             if backend == "auto":
                 _notice(reason)
-                return "reference", None
+                return "torch", None
             raise FastPathUnavailable(reason)
         return "cuda_graph", None
     try:
-        return "cpp", FastGenerator(model, threads=threads)
+        return "cpp", FastGenerator(model, threads=threads, precision=precision)
     except FastPathUnavailable as err:
         if backend == "auto":
             _notice(str(err))
-            return "reference", None
+            return "torch", None
         raise
 
 
@@ -114,24 +120,31 @@ def fast_generate(
     progress: bool = False,
     backend: str = "auto",
     threads: int | None = None,
+    precision: str = "fp32",
 ) -> torch.Tensor:
     """:func:`~wavenet_dilated.generation.generate` through the fast path: same arguments, same samples for a seed.
 
     Args:
-        backend: ``"auto"`` (the compiled CPU loop, or a CUDA graph for a CUDA model; the reference generator with a
-            warning when neither can run), ``"cpp"``, ``"cuda_graph"`` (raise :class:`FastPathUnavailable` when they
-            cannot run) or ``"reference"``.
+        backend: ``"auto"`` (the compiled CPU loop, or a CUDA graph for a CUDA model; the plain-PyTorch ``"torch"``
+            generator with a warning when neither can run), ``"cpp"``, ``"cuda_graph"`` (raise
+            :class:`FastPathUnavailable` when they cannot run), ``"torch"`` or ``"reference"``.
         threads: threads of the compiled CPU loop (default: chosen as it runs, see :class:`FastGenerator`).
+        precision: weights of the step matrices: ``"fp32"`` (default), ``"bf16"`` or ``"int8"`` (per-row scales; sums
+            stay fp32). The reduced ones generate from :func:`~.precision.quantize_model` — on every backend, so the
+            reference and CUDA-graph paths run that model in fp32.
 
     Returns:
         ``(B, n_samples)``: int64 μ-law classes (categorical) or floats in [−1, 1].
     """
     check_temperature(temperature)
-    kind, fast = _resolve(model, backend, threads)
+    check_precision(precision)
+    kind, fast = _resolve(model, backend, threads, precision)
+    if precision != "fp32" and kind != "cpp":
+        model = quantize_model(model, precision)
     if kind == "reference":
         return gen_mod.generate(model, n_samples, mel, speaker, batch_size, temperature, seed, generator, progress)
     # the compiled loop conditions at frame rate (FastGenerator.project_frames): no upsampled copy of the mel
-    batch, n_samples, cond, speaker = _prepare(model, n_samples, mel, speaker, batch_size, kind == "cuda_graph")
+    batch, n_samples, cond, speaker = _prepare(model, n_samples, mel, speaker, batch_size, kind != "cpp")
     uniforms = UniformStream(batch, model.head.n_uniforms, _make_generator(seed, generator))
     spk = model.speaker_vector(speaker, batch)
     cond = None if cond is None else cond[:, :, :n_samples]
@@ -139,6 +152,9 @@ def fast_generate(
     try:
         if kind == "cuda_graph":
             return CudaGraphGenerator(model, batch, temperature=temperature).run(n_samples, uniforms, cond, spk, bar)
+        if kind == "torch":
+            gen = TorchGenerator(model)
+            return gen.run(gen.init_state(batch), n_samples, uniforms, cond, spk, temperature, bar)
         assert isinstance(fast, FastGenerator)
         state = fast.init_state(batch)
         if mel is not None:
@@ -156,18 +172,23 @@ def fast_logits(
     mel: torch.Tensor | None = None,
     speaker: torch.Tensor | None = None,
     backend: str = "cpp",
+    precision: str = "fp32",
 ) -> torch.Tensor:
     """Teacher-forced logits ``(B, out, T)`` computed one step at a time through the compiled loop.
 
     Equals ``model(inputs, mel, speaker)`` up to float rounding: the exactness check of the fast path (the analogue of
     :func:`~wavenet_dilated.generation.cached_logits`). ``backend="reference"`` runs the cached reference instead.
+    ``precision`` as in :func:`fast_generate`: the reduced ones equal ``quantize_model(model, precision)``'s logits.
     """
     model.check_inputs(inputs)
+    check_precision(precision)
     if backend == "reference":
+        if precision != "fp32":
+            model = quantize_model(model, precision)
         return gen_mod.cached_logits(model, inputs, mel, speaker)
     if backend != "cpp":
         raise ValueError(f"fast_logits backend must be 'cpp' or 'reference', found {backend!r}")
-    fast = FastGenerator(model)
+    fast = FastGenerator(model, precision=precision)
     B, T = inputs.shape
     frames = None
     if model.config.cond_channels is not None:

@@ -60,13 +60,17 @@ class UniformStream:
         parts, need = [], n
         while need > 0:
             if self._offset == self._block.shape[0]:
-                self._block = torch.rand(UNIFORM_BLOCK, self.batch_size, self.n_uniforms, generator=self.generator)
+                self._block = self._draw()
                 self._offset = 0
             k = min(need, self._block.shape[0] - self._offset)
             parts.append(self._block[self._offset : self._offset + k])
             self._offset += k
             need -= k
         return torch.cat(parts) if parts else self._block[:0]
+
+    def _draw(self) -> torch.Tensor:
+        """The next block, ``(UNIFORM_BLOCK, B, n_uniforms)``."""
+        return torch.rand(UNIFORM_BLOCK, self.batch_size, self.n_uniforms, generator=self.generator)
 
 
 def _make_generator(seed: int | None, generator: torch.Generator | None) -> torch.Generator:
