@@ -180,3 +180,50 @@ def test_a_model_in_memory_is_left_as_it_was(ckpts):
     assert model.training
     after = model.state_dict()
     assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_mel_command_writes_the_features_sample_vocodes(vocoder, ckpts, tmp_path, capsys):
+    rec = write_wav(tmp_path / "in" / "speech.wav", tone(440.0, 10 * AUDIO.hop_length), sr=RATE)
+    (tmp_path / "in" / "broken.wav").write_bytes(b"RIFF not really")
+    code, out, err = run(["mel", ckpts["vocoder"], tmp_path / "in", tmp_path / "nothing.wav", "-o", tmp_path / "mels",
+                          "--no-progress"], capsys)
+    assert code == 0, err
+    assert "wrote 1 mel (10 bins, 10 frames" in out and "skipped 2 bad inputs" in out
+    assert err.count("skipped") == 2 and "broken.wav" in err and "nothing.wav" in err
+    mel = np.load(tmp_path / "mels" / "speech.npy")
+    assert mel.dtype == np.float32 and np.array_equal(mel, vocoder.mel(rec).numpy())
+    # vocoding the written mel is vocoding the recording
+    a, b = tmp_path / "a.wav", tmp_path / "b.wav"
+    assert run(["sample", ckpts["vocoder"], "--mel", tmp_path / "mels" / "speech.npy", "-o", a, "--seed", 2,
+                "--no-progress"], capsys)[0] == 0
+    assert run(["sample", ckpts["vocoder"], "--mel-from", rec, "-o", b, "--seed", 2, "--no-progress"], capsys)[0] == 0
+    assert np.array_equal(read(a)[0], read(b)[0])
+    # nothing readable: a one-line error and status 2; a checkpoint without features is refused before reading
+    code, _, err = run(["mel", ckpts["vocoder"], tmp_path / "in" / "broken.wav", "-o", tmp_path / "m2"], capsys)
+    assert code == 2 and "nothing written" in err
+    code, _, err = run(["mel", ckpts["plain"], rec, "-o", tmp_path / "m3"], capsys)
+    assert code == 2 and "unconditioned" in err
+
+
+@pytest.mark.parametrize("precision", ["bf16", "int8"])
+def test_reduced_precision_vocoding_is_the_quantised_model(vocoder, ckpts, precision, tmp_path, capsys):
+    from wavenet_dilated.generation.precision import quantize_model
+
+    torch.manual_seed(2)
+    mels = [torch.randn(AUDIO.n_mels, f) for f in (3, 6)]
+    reduced = load_vocoder(ckpts["vocoder"], precision=precision)
+    quantised = quantize_model(reduced.model, precision)
+    many = reduced.vocode_many(mels, seed=4)
+    for mel, wave in zip(mels, many):
+        want = wd.to_waveform(wd.reference_generate(quantised, mel=mel[None], seed=4), quantised)[0]
+        assert torch.equal(wave, want.float())
+    assert not all(torch.equal(a, b) for a, b in zip(many, vocoder.vocode_many(mels, seed=4)))
+    np.save(tmp_path / "m.npy", mels[1].numpy())
+    out = tmp_path / "o.wav"
+    code, _, err = run(["sample", ckpts["vocoder"], "--mel", tmp_path / "m.npy", "--precision", precision, "--seed", 4,
+                        "-o", out, "--no-progress"], capsys)
+    assert code == 0, err
+    api = save_audio(tmp_path / "api.wav", many[1].numpy(), RATE, subtype=OUTPUT_SUBTYPE)
+    assert np.array_equal(read(api)[0], read(out)[0])
+    with pytest.raises(ValueError, match="precision"):
+        load_vocoder(ckpts["vocoder"], precision="fp16")

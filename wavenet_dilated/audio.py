@@ -15,11 +15,13 @@ The defaults are the LJSpeech vocoder settings used by most WaveNet/Tacotron 2 v
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
+import types
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 import soundfile as sf
@@ -39,6 +41,10 @@ __all__ = [
     "PEAK",
     "MEL_FLOOR",
     "MIN_SIGNAL_DBFS",
+    "DEFAULT_MEL_FORMAT",
+    "MelFormat",
+    "MEL_FORMATS",
+    "get_mel_format",
     "AudioConfig",
     "read_audio",
     "to_mono",
@@ -70,6 +76,89 @@ MIN_SIGNAL_DBFS = -60.0
 
 Array = TypeVar("Array", torch.Tensor, np.ndarray)
 
+# --- mel conventions ------------------------------------------------------------------------------------------------
+#: fields of AudioConfig that a mel convention gives published values to (the filterbank and the log floor)
+_FORMAT_FIELDS = ("sample_rate", "n_fft", "hop_length", "win_length", "n_mels", "fmin", "fmax", "mel_floor")
+
+
+@dataclass(frozen=True)
+class MelFormat:
+    """A named log-mel convention: how a mel's values are defined, and the parameters its source publishes.
+
+    Every convention is a magnitude (power 1) STFT with a periodic Hann window, centred frames, a Slaney-scale,
+    Slaney-normalised mel filterbank (``librosa.filters.mel``'s defaults) and a log of the filterbank output clamped
+    at ``mel_floor``; they differ in the log's base, in how centred frames see past the ends of the audio, in how a
+    mel file in the convention is normalised, and in their published filterbank (:attr:`defaults`).
+
+    Args:
+        name: what ``AudioConfig.mel_format`` and ``--mel-format`` call it.
+        log_base: ``math.e`` (natural log) or ``10.0``.
+        pad_mode: ``"constant"`` (zeros) or ``"reflect"``: the padding of ``n_fft // 2`` samples on each side that
+            centres frame ``i`` on sample ``i · hop_length``. It changes only the first and last
+            ``ceil(n_fft / 2 / hop_length)`` frames, and it is not on a causal path: a centred frame already sees
+            ``n_fft // 2`` samples ahead.
+        normalization: how a mel file in this convention usually comes: ``"training"`` (normalised with the
+            vocoder's own training statistics), ``"none"`` (the raw log-mel) or ``"stats"`` (mean-variance
+            normalised with statistics from a file, which the user names).
+        frames_first: files of this convention are usually saved ``(frames, n_mels)`` rather than ``(n_mels, frames)``.
+        defaults: the published values of the :data:`_FORMAT_FIELDS` of :class:`AudioConfig`.
+        source: where the convention is defined.
+    """
+
+    name: str
+    log_base: float
+    pad_mode: Literal["constant", "reflect"]
+    normalization: Literal["training", "none", "stats"]
+    frames_first: bool
+    defaults: tuple[tuple[str, float], ...]
+    source: str
+
+    def defaults_dict(self) -> dict[str, Any]:
+        """The published values of the filterbank fields and ``mel_floor``, as ``AudioConfig`` keyword arguments."""
+        return dict(self.defaults)
+
+
+DEFAULT_MEL_FORMAT = "wavenet_dilated"
+
+
+def _published(fmin: float, fmax: float, mel_floor: float) -> tuple[tuple[str, float], ...]:
+    """A convention's :attr:`MelFormat.defaults`: all three publish 22050 Hz, n_fft 1024, hop 256, window 1024, 80 bands
+    and differ in the band edges and the floor."""
+    values = (SAMPLE_RATE, N_FFT, HOP_LENGTH, WIN_LENGTH, N_MELS, fmin, fmax, mel_floor)
+    return tuple(zip(_FORMAT_FIELDS, values))
+
+
+#: the mel conventions, by name (read only)
+MEL_FORMATS: types.MappingProxyType[str, MelFormat] = types.MappingProxyType({
+    "wavenet_dilated": MelFormat(
+        "wavenet_dilated", math.e, "constant", "training", False, _published(FMIN, FMAX, MEL_FLOOR),
+        "this package: natural log of the magnitude mel clamped at 1e-5, 80 bands 125-7600 Hz at 22050 Hz (n_fft 1024, "
+        "hop 256, window 1024), zero-padded centred frames, normalised with the training corpus's MelStats"),
+    "tacotron2": MelFormat(
+        "tacotron2", math.e, "reflect", "none", False, _published(0.0, 8000.0, 1e-5),
+        "NVIDIA Tacotron 2 (github.com/NVIDIA/tacotron2: hparams.py sampling_rate 22050, filter_length 1024, "
+        "hop_length 256, win_length 1024, n_mel_channels 80, mel_fmin 0, mel_fmax 8000; stft.py reflect-pads "
+        "filter_length / 2 on each side and windows with scipy's periodic Hann; layers.py TacotronSTFT.mel_spectrogram "
+        "applies librosa's mel filters to the magnitude and audio_processing.py dynamic_range_compression takes "
+        "log(clamp(x, 1e-5))); no normalisation"),
+    "espnet": MelFormat(
+        "espnet", 10.0, "reflect", "stats", True, _published(80.0, 7600.0, 1e-10),
+        "ESPnet / ParallelWaveGAN (github.com/kan-bayashi/ParallelWaveGAN: parallel_wavegan/bin/preprocess.py "
+        "logmelfilterbank takes log10(max(1e-10, mel)) of the magnitude of librosa.stft (pad_mode reflect, "
+        "win_length = fft_size) through librosa.filters.mel; egs/ljspeech/voc1/conf/parallel_wavegan.v1.yaml: "
+        "sampling_rate 22050, fft_size 1024, hop_size 256, num_mels 80, fmin 80, fmax 7600; ESPnet2's LogMel clamps "
+        "at 1e-10 likewise), saved (frames, n_mels) and mean-variance normalised with the statistics of "
+        "compute_statistics.py (stats.npy rows mean and scale, or stats.h5)"),
+})
+
+
+def get_mel_format(name: str) -> MelFormat:
+    """The :class:`MelFormat` called ``name``; a ``ValueError`` listing the known ones otherwise."""
+    try:
+        return MEL_FORMATS[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown mel format {name!r}; expected one of {', '.join(MEL_FORMATS)}") from None
+
 
 @dataclass(frozen=True)
 class AudioConfig:
@@ -87,11 +176,15 @@ class AudioConfig:
         fmin, fmax: Hz, edges of the mel filterbank, ``0 ≤ fmin < fmax ≤ sample_rate / 2``.
         trim_top_db: trim leading/trailing audio quieter than this many dB below the peak; ``None`` = no trimming.
         peak_normalize: scale each utterance so its peak is :data:`PEAK` (0.999).
-        mel_floor: magnitude floor before the natural log.
+        mel_floor: magnitude floor before the log.
+        mel_format: the log-mel convention (:data:`MEL_FORMATS`): its log base and padding. Its published filterbank
+            comes with :meth:`for_mel_format` or :meth:`replace`, not with the constructor, so a recipe can vary it.
 
     Examples:
         >>> AudioConfig().hop_length
         256
+        >>> AudioConfig.for_mel_format("tacotron2").fmax
+        8000.0
         >>> AudioConfig(fmax=12000.0)
         Traceback (most recent call last):
         ...
@@ -108,8 +201,10 @@ class AudioConfig:
     trim_top_db: float | None = TRIM_TOP_DB
     peak_normalize: bool = False
     mel_floor: float = MEL_FLOOR
+    mel_format: str = DEFAULT_MEL_FORMAT
 
     def __post_init__(self) -> None:
+        get_mel_format(self.mel_format)  # a ValueError naming the known conventions
         for name in ("sample_rate", "n_fft", "hop_length", "win_length", "n_mels"):
             check_int(name, getattr(self, name), 1)
         if self.win_length > self.n_fft:
@@ -125,6 +220,30 @@ class AudioConfig:
             raise ValueError(f"trim_top_db must be a positive number of dB or None, found {top_db!r}")
         if not isinstance(self.peak_normalize, bool):
             raise ValueError(f"peak_normalize must be a bool, found {self.peak_normalize!r}")
+
+    @property
+    def format(self) -> MelFormat:
+        """The :class:`MelFormat` of :attr:`mel_format`."""
+        return MEL_FORMATS[self.mel_format]
+
+    @classmethod
+    def for_mel_format(cls, name: str, **changes: Any) -> AudioConfig:
+        """The config of the convention ``name`` with its published filterbank and floor, then ``changes``.
+
+        Examples:
+            >>> c = AudioConfig.for_mel_format("espnet")
+            >>> (c.fmin, c.fmax, c.mel_floor)
+            (80.0, 7600.0, 1e-10)
+        """
+        return cls(**{**get_mel_format(name).defaults_dict(), "mel_format": name, **changes})
+
+    def replace(self, **changes: Any) -> AudioConfig:
+        """``dataclasses.replace``, except that a new ``mel_format`` also brings that convention's published
+        filterbank and floor, for the fields not in ``changes`` (how ``train --set audio.mel_format=NAME`` works)."""
+        name = changes.get("mel_format", self.mel_format)
+        if name != self.mel_format:
+            changes = {**get_mel_format(name).defaults_dict(), **changes}
+        return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (JSON- and ``torch.load(weights_only=True)``-safe); inverse of :meth:`from_dict`."""
@@ -361,4 +480,7 @@ def prepare_audio(
         raise ValueError(f"too short: {audio.size} samples{after} < one hop ({config.hop_length})")
     if min_samples is not None and n < min_samples:
         raise ValueError(f"too short: {n} samples{after} < min_samples={min_samples}")
+    if config.format.pad_mode == "reflect" and n <= config.n_fft // 2:  # reflection needs more than the padding
+        raise ValueError(f"too short: {n} samples{after}; the {config.mel_format} mel reflects n_fft // 2 = "
+                         f"{config.n_fft // 2} samples at each end, so it needs more")
     return PreparedAudio(np.ascontiguousarray(audio[:n], dtype=np.float32), tuple(conversions))

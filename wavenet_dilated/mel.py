@@ -40,7 +40,9 @@ def _mel_transform(config: AudioConfig, device: torch.device) -> torch.nn.Module
         window_fn=torch.hann_window,  # periodic Hann, as librosa's get_window("hann", fftbins=True)
         power=1.0,
         center=True,
-        pad_mode="constant",  # zero padding: works for any length, and is librosa's default since 0.10
+        # the package's own: zero padding (works for any length, and is librosa's default since 0.10); the other
+        # conventions reflect, as their definitions do (see MelFormat.pad_mode)
+        pad_mode=config.format.pad_mode,
         norm="slaney",
         mel_scale="slaney",
     ).to(device)
@@ -59,8 +61,11 @@ def log_mel(audio: torch.Tensor, config: AudioConfig = AudioConfig()) -> torch.T
     """Log-mel spectrogram of float audio ``(..., T)`` → float32 ``(..., n_mels, T // hop_length)``.
 
     ``log(max(mel_floor, M · |STFT(x)|))``: magnitude (power 1) STFT with a periodic Hann window of ``win_length``,
-    centred frames (zero padding of ``n_fft // 2`` on both sides), Slaney mel filterbank (:func:`mel_filterbank`),
-    natural log. Magnitude rather than power halves the dynamic range the conditioning network sees, as in Tacotron 2.
+    centred frames (padding of ``n_fft // 2`` on both sides), Slaney mel filterbank (:func:`mel_filterbank`), then
+    the log. Magnitude rather than power halves the dynamic range the conditioning network sees, as in Tacotron 2.
+    The log's base and the padding follow ``config.mel_format`` (:class:`~wavenet_dilated.audio.MelFormat`): the
+    package's own convention takes the natural log and pads with zeros; ``tacotron2`` takes the natural log and
+    reflects; ``espnet`` takes ``log10`` and reflects (reflection needs ``T > n_fft // 2``, else a ``ValueError``).
 
     **Alignment contract**: frame ``i`` is centred on sample ``i · hop_length`` and the result has exactly
     ``T // hop_length`` frames. ``center=True`` yields ``1 + T // hop_length`` frames; the last one (centred past the
@@ -83,8 +88,12 @@ def log_mel(audio: torch.Tensor, config: AudioConfig = AudioConfig()) -> torch.T
     lead = tuple(audio.shape[:-1])
     if n_frames == 0 or math.prod(lead) == 0:
         return audio.new_zeros((*lead, config.n_mels, n_frames), dtype=torch.float32)
+    if config.format.pad_mode == "reflect" and audio.shape[-1] <= config.n_fft // 2:
+        raise ValueError(f"audio of {audio.shape[-1]} samples is too short for the {config.mel_format} mel, which "
+                         f"reflects n_fft // 2 = {config.n_fft // 2} samples at each end: expected more")
     mel = _mel_transform(config, audio.device)(audio.to(torch.float32))
-    return torch.log(torch.clamp(mel[..., :n_frames], min=config.mel_floor))
+    clamped = torch.clamp(mel[..., :n_frames], min=config.mel_floor)
+    return torch.log10(clamped) if config.format.log_base == 10.0 else torch.log(clamped)
 
 
 # --- normalisation statistics ------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import copy
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -70,13 +70,18 @@ class Vocoder:
         speakers: speaker names, index = id, for a speaker-conditioned model (``speaker=`` then takes a name).
         backend: generation backend, as :func:`~wavenet_dilated.generation.fast.fast_generate` (``"auto"``: the
             fastest exact one here).
+        precision: weights of the generation steps, ``"fp32"`` (default), ``"bf16"`` or ``"int8"`` (as
+            :func:`~wavenet_dilated.generation.fast.fast_generate`).
 
     Attributes:
         sample_rate, hop_length, n_mels: of the model's audio.
     """
 
     def __init__(self, model: WaveNet, audio_config: AudioConfig | None = None, stats: MelStats | None = None,
-                 speakers: Sequence[str] | None = None, backend: str = "auto") -> None:
+                 speakers: Sequence[str] | None = None, backend: str = "auto", precision: str = "fp32") -> None:
+        from .generation.precision import check_precision
+
+        check_precision(precision)
         c = model.config
         if c.cond_channels is None:
             raise ValueError("a Vocoder needs a mel-conditioned model; this one is unconditioned (use generate)")
@@ -92,13 +97,13 @@ class Vocoder:
         self.model.remove_weight_norm()
         self.config, self.audio_config, self.stats = c, audio_config, stats
         self.speakers = list(speakers) if speakers is not None else None
-        self.backend = backend
+        self.backend, self.precision = backend, precision
         self.hop_length, self.n_mels = c.hop_length, c.cond_channels
         self.sample_rate = audio_config.sample_rate if audio_config is not None else None
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike[str], device: str | torch.device = "cpu", use_ema: bool = True,
-                        backend: str = "auto") -> Vocoder:
+                        backend: str = "auto", precision: str = "fp32") -> Vocoder:
         """See :func:`load_vocoder`."""
         ckpt = load_checkpoint(path)
         config = read_config(ckpt, path)
@@ -108,7 +113,7 @@ class Vocoder:
         audio_config = read_audio_config(ckpt, path)
         stats = read_mel_stats(ckpt, path, config.cond_channels, "a vocoder") if ckpt.get("mel_stats") else None
         model = WaveNet.from_checkpoint(path, use_ema=use_ema).to(device)
-        return cls(model, audio_config, stats, read_speakers(ckpt, path, config.n_speakers), backend)
+        return cls(model, audio_config, stats, read_speakers(ckpt, path, config.n_speakers), backend, precision)
 
     @property
     def device(self) -> torch.device:
@@ -175,7 +180,7 @@ class Vocoder:
         batch = mel[None] if one else mel
         sid = self.speaker_id(speaker)
         samples = fast_generate(self.model, n_samples, mel=batch.to(self.device), speaker=sid, temperature=temperature,
-                                seed=seed, progress=progress, backend=self.backend)
+                                seed=seed, progress=progress, backend=self.backend, precision=self.precision)
         wave = to_waveform(samples, self.model).float().cpu()
         return wave[0] if one else wave
 
@@ -188,11 +193,12 @@ class Vocoder:
         return wave, self.audio_config.sample_rate
 
     def vocode_many(self, mels: Sequence[torch.Tensor | np.ndarray], *, seed: int | None = None, batch_size: int = 8,
-                    temperature: float = 1.0, speaker: int | str | None = None,
-                    progress: bool = False) -> list[torch.Tensor]:
+                    temperature: float = 1.0, speaker: int | str | None = None, progress: bool = False,
+                    on_result: Callable[[int, torch.Tensor], object] | None = None) -> list[torch.Tensor]:
         """Vocode many mels ``(n_mels, F_i)``, ``batch_size`` at a time grouped by length (similar lengths share a
         batch, so little is generated past a short row's end). Item ``i`` equals ``self(mels[i], seed=seed)``:
-        every row has its own random stream seeded with ``seed``. Returns waveforms ``(F_i · hop_length,)``."""
+        every row has its own random stream seeded with ``seed``. Returns waveforms ``(F_i · hop_length,)``;
+        ``on_result(i, waveform)`` is called as each batch finishes (e.g. to write the files as they are made)."""
         from .generation.batch import generate_rows
         from .generation.reference import to_waveform
 
@@ -209,25 +215,27 @@ class Vocoder:
             for start in range(0, len(order), batch_size):
                 rows = order[start : start + batch_size]
                 batch = [mels[i].to(self.device) for i in rows]
-                samples = generate_rows(self.model, batch, [seed] * len(rows), sid, temperature, bar, self.backend)
+                samples = generate_rows(self.model, batch, [seed] * len(rows), sid, temperature, bar, self.backend,
+                                        self.precision)
                 for i, s in zip(rows, samples):
                     out[i] = to_waveform(s[None], self.model)[0].float().cpu()
+                    if on_result is not None:
+                        on_result(i, out[i])
         return out  # type: ignore[return-value]
 
 
 def load_vocoder(checkpoint: str | os.PathLike[str], device: str | torch.device = "cpu", use_ema: bool = True,
-                 backend: str = "auto") -> Vocoder:
+                 backend: str = "auto", precision: str = "fp32") -> Vocoder:
     """Load a trained vocoder: the model (EMA weights when stored), its audio config, mel statistics and speaker names.
 
     Args:
         checkpoint: a checkpoint written by the trainer (e.g. ``runs/demo/checkpoints/best.pt``).
         device: where to run (``"cpu"``, ``"cuda"``, ``"cuda:1"`` …).
         use_ema: use the EMA weights when the checkpoint has them.
-        backend: as :func:`~wavenet_dilated.generation.fast.fast_generate`.
+        backend, precision: as :func:`~wavenet_dilated.generation.fast.fast_generate`.
 
     Raises:
         FileNotFoundError, ValueError: a missing, unreadable or inconsistent checkpoint (one line naming it), or an
             unconditioned model.
     """
-    return Vocoder.from_checkpoint(Path(checkpoint) if not isinstance(checkpoint, Path) else checkpoint, device,
-                                   use_ema, backend)
+    return Vocoder.from_checkpoint(Path(checkpoint), device, use_ema, backend, precision)

@@ -17,7 +17,8 @@ from typing import Any, NoReturn
 from .._format import format_count
 
 __all__ = [
-    "DEFAULT_SAMPLE_RATE", "EXIT_USAGE", "MEMORY_FRACTION", "PROG", "Parser", "UsageError", "available_memory",
+    "DEFAULT_SAMPLE_RATE", "EXIT_USAGE", "MAX_SEED", "MEMORY_FRACTION", "PROG", "Parser", "UsageError",
+    "add_generation_arguments", "available_memory",
     "device", "dilation_list", "fail", "format_rates",
     "int_at_least", "int_in", "milliseconds", "note", "positive_float", "print_fields", "show_warning", "wrap",
 ]  # fmt: skip
@@ -27,6 +28,8 @@ PROG = "wavenet-dilated"
 DEFAULT_SAMPLE_RATE = 22050
 #: exit status for every user error (argparse's convention)
 EXIT_USAGE = 2
+#: largest ``--seed`` (a torch generator takes a signed 64-bit seed)
+MAX_SEED = 2**63 - 1
 #: the share of the memory the system reports available (``MemAvailable``) that one command may plan to use
 MEMORY_FRACTION = 0.8
 #: numbers with more digits than this are printed as ``about 1.27 x 10^30``
@@ -173,3 +176,23 @@ def print_fields(rows: Sequence[tuple[str, str]]) -> None:
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         print(f"{name:<{width}} : {value}")
+
+
+def add_generation_arguments(p: argparse.ArgumentParser, seed_help: str, seed_default: int | None = None) -> None:
+    """The flags every command that generates audio from a checkpoint shares (``sample``, ``vocode``, ``evaluate``):
+    ``--temperature``, ``--seed``, ``--speaker``, ``--device``, ``--precision``, ``--no-ema`` and ``--no-progress``."""
+    p.add_argument("--temperature", metavar="T", type=positive_float, default=1.0,
+                   help="sampling temperature > 0: below 1 is more conservative, above 1 noisier (default: 1.0)")
+    p.add_argument("--seed", metavar="SEED", type=int_in(0, MAX_SEED, "2**63 - 1"), default=seed_default,
+                   help=f"random seed in [0, 2**63 - 1]; {seed_help}")
+    p.add_argument("--speaker", metavar="NAME|ID",
+                   help="speaker of a speaker-conditioned model: the name its training corpus gave it, or its id in "
+                   "[0, n_speakers - 1]; required by such a model, refused by others")
+    p.add_argument("--device", choices=("cpu", "cuda"), help="where to run (default: cuda when available, else cpu)")
+    p.add_argument("--precision", choices=("fp32", "bf16", "int8"), default="fp32",
+                   help="weights of the generation steps: fp32 (default, exact), bf16 or int8 (per-row scales, fp32 "
+                   "sums; faster where memory bandwidth limits generation; see the README's Performance section)")
+    p.add_argument("--no-ema", action="store_true",
+                   help="use the raw trained weights even when the checkpoint holds EMA weights (default: EMA when "
+                   "present)")
+    p.add_argument("--no-progress", action="store_true", help="do not show progress bars")

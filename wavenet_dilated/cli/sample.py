@@ -26,12 +26,13 @@ from typing import TYPE_CHECKING, Any
 from .._format import format_bytes
 from .common import (
     DEFAULT_SAMPLE_RATE,
+    MAX_SEED,
     MEMORY_FRACTION,
     PROG,
+    add_generation_arguments,
     available_memory,
     device,
     int_at_least,
-    int_in,
     note,
     positive_float,
     wrap,
@@ -58,13 +59,13 @@ MAX_ABS_MEL = 1000.0
 #: spread is not refused: a steady sound, or the all-zero mean frame, is a valid normalised input.
 NORMALIZED_MEAN_LIMIT = 2.5
 NORMALIZED_STD_LIMIT = 4.0
-#: largest ``--seed`` (a torch generator takes a signed 64-bit seed)
-MAX_SEED = 2**63 - 1
 #: bytes per generated sample and batch row (see the module docstring), and per mel bin of a vocoder's upsampled mel
 _BYTES_PER_SAMPLE, _BYTES_PER_MEL_SAMPLE = 32, 8
 
 
 def add_parser(commands: Any) -> None:
+    from ..audio import MEL_FORMATS
+
     p = commands.add_parser(
         "sample",
         help="generate audio from a checkpoint (unconditional, or vocode a mel)",
@@ -97,6 +98,13 @@ def add_parser(commands: Any) -> None:
     p.add_argument("--force-mel", action="store_true",
                    help="vocode --mel as it is even when it does not look normalised (mean far from 0 or spread far "
                    "from 1); without it such a mel is refused")
+    p.add_argument("--mel-format", metavar="NAME", choices=tuple(MEL_FORMATS),
+                   help="--mel is in this convention (e.g. a text-to-speech model's output): converted exactly to the "
+                   "checkpoint's features when only the log base, normalisation or floor differ, refused when the "
+                   "filterbank differs; (frames, n_mels) is read too (see 'vocode --help')")
+    p.add_argument("--stats", metavar="PATH|none",
+                   help="statistics --mel is normalised with (.npy rows mean and scale, .npz, .json, .pt), or 'none' "
+                   "for a raw log-mel; with --mel-format, default: that convention's custom")
     p.add_argument("--seconds", metavar="S", type=positive_float,
                    help="seconds of audio; required for an unconditioned model (exactly round(S x rate) samples); "
                    "with a mel, vocode only its first S seconds; a length (times --batch) that would not fit in "
@@ -104,20 +112,8 @@ def add_parser(commands: Any) -> None:
     p.add_argument("--batch", metavar="N", type=int_at_least(1), default=1,
                    help="generate N different samples at once (for a vocoder: N renditions of the same mel); "
                    "writes OUT_0.wav ... OUT_{N-1}.wav, or OUT.wav when N = 1 (default: 1)")
-    p.add_argument("--temperature", metavar="T", type=positive_float, default=1.0,
-                   help="sampling temperature > 0: below 1 is more conservative, above 1 noisier (default: 1.0)")
-    p.add_argument("--seed", metavar="SEED", type=int_in(0, MAX_SEED, "2**63 - 1"),
-                   help="random seed in [0, 2**63 - 1]; the same seed, checkpoint and flags give the same files "
-                   "(default: a fresh seed, printed so the run can be repeated)")
-    p.add_argument("--speaker", metavar="NAME|ID",
-                   help="speaker name (as the training corpus named it) or id in [0, n_speakers - 1]; required by a "
-                   "speaker-conditioned model, refused otherwise")
-    p.add_argument("--device", choices=("cpu", "cuda"),
-                   help="where to run (default: cuda when available, else cpu)")
-    p.add_argument("--no-ema", action="store_true",
-                   help="use the raw trained weights even when the checkpoint holds EMA weights (default: EMA when "
-                   "present)")
-    p.add_argument("--no-progress", action="store_true", help="do not show the progress bar")
+    add_generation_arguments(p, "the same seed, checkpoint and flags give the same files (default: a fresh seed, "
+                             "printed so the run can be repeated)")
     p.set_defaults(run=run)
 
 
@@ -247,7 +243,7 @@ def _vocoder(args: argparse.Namespace, ckpt: dict[str, Any], config: WaveNetConf
         stats = read_mel_stats(ckpt, args.checkpoint, config.cond_channels, "--mel-from")
     speakers = read_speakers(ckpt, args.checkpoint, config.n_speakers)
     model = WaveNet.from_checkpoint(args.checkpoint, use_ema=not args.no_ema)
-    return Vocoder(model, audio_config, stats, speakers)
+    return Vocoder(model, audio_config, stats, speakers, precision=args.precision)
 
 
 #: what a file that is not a .npy array starts with, for the message
@@ -363,7 +359,14 @@ def _what_to_generate(args: argparse.Namespace, ckpt: dict[str, Any], config: Wa
     if args.mel_from is None and args.mel is None:
         raise ValueError(f"{args.checkpoint} is a mel-conditioned vocoder: pass --mel-from INPUT.wav or "
                          "--mel FILE.npy")
-    mel = vocoder.mel(args.mel_from) if args.mel_from is not None else _mel_from_npy(args, ckpt, config)
+    if args.mel_from is not None:
+        mel = vocoder.mel(args.mel_from)
+    elif args.mel_format is not None or args.stats is not None:  # another convention: read and convert exactly
+        from ..mel_formats import MelReader
+
+        mel = MelReader.create(vocoder.audio_config, vocoder.stats, args.mel_format, args.stats).read(args.mel)
+    else:
+        mel = _mel_from_npy(args, ckpt, config)
     total = mel.shape[1] * config.hop_length
     n_samples = None
     if args.seconds is not None:
@@ -406,7 +409,8 @@ def _generate(args: argparse.Namespace, ckpt: dict[str, Any], config: WaveNetCon
         model.remove_weight_norm()  # folds weight norm: same outputs, fewer ops per step
         model.to(where)
         samples = fast_generate(model, n_samples=n_samples, speaker=speaker, batch_size=args.batch,
-                                temperature=args.temperature, seed=seed, progress=not args.no_progress)
+                                temperature=args.temperature, seed=seed, progress=not args.no_progress,
+                                precision=args.precision)
         waves = to_waveform(samples, model).float().cpu()
     if where == "cuda":
         torch.cuda.synchronize()
@@ -421,6 +425,9 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--normalize-mel applies to --mel FILE.npy only")
     if args.force_mel and args.mel is None:
         raise ValueError("--force-mel applies to --mel FILE.npy only")
+    if (args.mel_format is not None or args.stats is not None) and (args.mel is None or args.normalize_mel):
+        raise ValueError("--mel-format and --stats apply to --mel FILE only" if args.mel is None else
+                         "--normalize-mel is --stats none for the checkpoint's own convention: pass one of them")
     ckpt = load_checkpoint(args.checkpoint)
     config = read_config(ckpt, args.checkpoint)
     where = device(args.device)
