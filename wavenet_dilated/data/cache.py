@@ -1,11 +1,15 @@
-"""The preprocessing cache: an LJSpeech-format corpus turned into aligned audio and log-mel arrays plus a manifest.
+"""The preprocessing cache: a corpus turned into aligned audio and log-mel arrays plus a manifest.
 
 The one contract it keeps: cached audio has a length that is a multiple of ``hop_length`` and its log-mel has exactly
 ``len(audio) // hop_length`` frames (see :func:`wavenet_dilated.mel.log_mel`), so a crop of ``max_time_steps``
 samples starting on a hop boundary pairs with ``max_time_steps // hop_length`` mel frames.
 
-    corpus dir (metadata.csv + wavs/) → preprocess(corpus, cache, AudioConfig())
+    corpus dir (metadata.csv + wavs/, or wavs/<speaker>/…) → preprocess(corpus, cache, AudioConfig())
       → cache dir: manifest.json + audio/<id>.npy + mel/<id>.npy
+
+A corpus is in either layout of :mod:`~wavenet_dilated.data.corpus`: LJSpeech format (one speaker) or one folder per
+speaker (VCTK's layout); a multi-speaker cache records each utterance's speaker and the sorted speaker names (a
+speaker's id is its index), and splits each speaker's utterances on their own (every speaker is validated).
 
 Bad inputs never stop a run silently and never stop it loudly for one file: malformed metadata lines and unusable
 audio (unreadable, empty, too short, NaN/inf, out of range, no signal: hiss-only or a constant DC level, see
@@ -21,7 +25,6 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import dataclasses
-import hashlib
 import json
 import logging
 import multiprocessing
@@ -40,7 +43,8 @@ from ..audio import AudioConfig, prepare_audio, read_audio
 from ..config import check_int
 from ..lock import DirectoryLock, Holder
 from ..mel import MelStats, log_mel
-from .ljspeech import METADATA_FILE, SPLITS, Utterance, parse_metadata, split_ids, warn_skipped
+from .corpus import Corpus, corpus_layout, expected_layouts, scan_corpus
+from .ljspeech import METADATA_FILE, SPLITS, Utterance, split_ids, warn_skipped
 from .manifest import (
     MANIFEST_FILE,
     MANIFEST_VERSION,
@@ -52,6 +56,7 @@ from .manifest import (
 from .manifest import (
     fingerprint as _fingerprint,
 )
+from .speakers import split_by_speaker
 
 __all__ = ["CACHE_LOCK_FILE", "CacheWriteError", "check_output_dir", "preprocess"]
 
@@ -277,7 +282,8 @@ def _sort_results(
         u = by_id[r.id]
         if r.reason is not None:
             skipped.append(SkippedFile(r.id, str(u.wav_path), u.line, r.reason))
-            warn_skipped(f"skipping {u.wav_path} ({METADATA_FILE} line {u.line}): {r.reason}", stacklevel=5)
+            where = "" if u.line is None else f" ({METADATA_FILE} line {u.line})"
+            warn_skipped(f"skipping {u.wav_path}{where}: {r.reason}", stacklevel=5)
             continue
         if r.conversions:
             converted[r.id] = r.conversions
@@ -289,18 +295,23 @@ def _manifest(
     inputs: Mapping[str, Any], good: Sequence[_Result], by_id: Mapping[str, Utterance], skipped: Sequence[SkippedFile],
     converted: Mapping[str, tuple[str, ...]],
 ) -> dict[str, Any]:
-    """``manifest.json``'s contents: ``inputs`` (what the cache was made from), then splits, mel statistics fitted on
-    the train split only, and the cached, skipped and converted utterances."""
-    splits = split_ids([r.id for r in good], inputs["val_fraction"], inputs["test_fraction"])
+    """``manifest.json``'s contents: ``inputs`` (what the cache was made from), then the speakers, splits (per
+    speaker), mel statistics fitted on the train split only, and the cached, skipped and converted utterances."""
+    speaker_of = {r.id: by_id[r.id].speaker for r in good}
+    has_speakers = any(name is not None for name in speaker_of.values())
+    splits = split_by_speaker(speaker_of, inputs["val_fraction"], inputs["test_fraction"])
     split_of = {uid: name for name, members in splits.items() for uid in members}
     train = [r.moments for r in good if split_of[r.id] == "train" and r.moments is not None]
     stats = MelStats.from_moments(sum(m[0] for m in train), sum(m[1] for m in train), sum(m[2] for m in train))
     hop = inputs["audio_config"]["hop_length"]
     entries = [
-        ManifestEntry(r.id, split_of[r.id], r.n_samples, r.n_samples // hop, by_id[r.id].normalized_text) for r in good
-    ]
+        ManifestEntry(r.id, split_of[r.id], r.n_samples, r.n_samples // hop, by_id[r.id].normalized_text,
+                      speaker_of[r.id])
+        for r in good
+    ]  # fmt: skip
     return {
         **inputs,
+        "speakers": sorted({name for name in speaker_of.values() if name is not None}) if has_speakers else None,
         "n_utterances": {name: len(members) for name, members in splits.items()},
         "n_skipped": len(skipped),
         "n_converted": len(converted),
@@ -313,10 +324,12 @@ def _manifest(
 
 def _log_summary(manifest: Mapping[str, Any], cache_dir: Path, sample_rate: int) -> None:
     hours = sum(e["n_samples"] for e in manifest["utterances"]) / sample_rate / 3600
+    speakers = "" if manifest["speakers"] is None else f"{len(manifest['speakers'])} speakers, "
     logger.log(
         logging.WARNING if manifest["n_skipped"] else logging.INFO,  # a skip summary is seen even with logging unconfigured
-        "cached %d utterances (%.2f h; train/val/test %d/%d/%d) in %s; skipped %d (listed in manifest.json), converted %d",
-        len(manifest["utterances"]), hours, *(manifest["n_utterances"][s] for s in SPLITS), cache_dir,
+        "cached %d utterances (%s%.2f h; train/val/test %d/%d/%d) in %s; skipped %d (listed in manifest.json), "
+        "converted %d",
+        len(manifest["utterances"]), speakers, hours, *(manifest["n_utterances"][s] for s in SPLITS), cache_dir,
         manifest["n_skipped"], manifest["n_converted"],
     )  # fmt: skip
 
@@ -332,13 +345,17 @@ def preprocess(
     test_fraction: float = 0.02,
     force: bool = False,
 ) -> Manifest:
-    """Turn an LJSpeech-format corpus into a training cache; reuse the cache when nothing changed.
+    """Turn a corpus (LJSpeech format, or one folder per speaker as VCTK) into a training cache; reuse the cache when
+    nothing changed.
 
     Per utterance: :func:`~wavenet_dilated.audio.prepare_audio` (mono mix-down, resampling to
     ``audio_config.sample_rate``, silence trimming, optional peak normalisation, cut to a multiple of ``hop_length``),
     then log-mel; saved as ``<cache_dir>/audio/<id>.npy`` (float32 ``(T,)`` in [−1, 1]) and ``<cache_dir>/mel/<id>.npy``
     (float32 ``(n_mels, T // hop_length)``). Then ``manifest.json``: ids, lengths, splits (:func:`split_ids`), the
-    AudioConfig and fingerprints, mel statistics fitted on the train split only, and the skipped and converted files.
+    AudioConfig and fingerprints, mel statistics fitted on the train split only, and the skipped and converted files;
+    for a multi-speaker corpus also each utterance's speaker and the sorted speaker names (``speakers``; a speaker's id
+    is its index), with each speaker's utterances split on their own
+    (:func:`~wavenet_dilated.data.speakers.split_by_speaker`).
 
     Skipped, with one :class:`DataWarning` each naming the file and the reason, and counted in the manifest:
     malformed metadata lines, missing, unreadable or empty files, NaN/inf samples, samples outside [−1, 1] (no silent
@@ -347,7 +364,8 @@ def preprocess(
     after trimming.
 
     Args:
-        data_dir: corpus directory with ``metadata.csv`` and ``wavs/``.
+        data_dir: corpus directory: ``metadata.csv`` and ``wavs/``, or speaker folders in ``wavs/`` (or VCTK's
+            ``wav48_silence_trimmed/``, ``wav48/``); see :mod:`~wavenet_dilated.data.corpus`.
         cache_dir: output directory (created). Only ``manifest.json`` and the ``.npy`` files in its ``audio/`` and
             ``mel/`` subdirectories are written or deleted.
         audio_config: the signal representation; ``None`` = ``AudioConfig()``.
@@ -366,19 +384,19 @@ def preprocess(
 
     Idempotent: when ``manifest.json`` has the same fingerprint and all its files exist, it is returned without
     touching anything but the lock file (changes of wav contents are not detected — pass ``force=True``). Any change
-    of the AudioConfig, ``min_samples``, the fractions or ``metadata.csv`` rebuilds the cache.
+    of the AudioConfig, ``min_samples``, the fractions or ``metadata.csv`` (in a multi-speaker corpus: of its file
+    list, file sizes or transcripts) rebuilds the cache.
 
     Raises:
-        FileNotFoundError: no ``metadata.csv`` or no ``wavs/`` folder under ``data_dir``.
+        FileNotFoundError: ``data_dir`` holds neither layout, or an LJSpeech-format one has no ``wavs/`` folder.
         NotADirectoryError, PermissionError: ``cache_dir`` is (under) a file, or not writable (before any work).
         CacheWriteError: a cache file could not be written (e.g. a full disk); the files written so far are removed.
         ValueError: bad arguments, or no usable utterance at all.
     """
     data_dir, cache_dir = Path(data_dir), check_output_dir(cache_dir, "cache")
     audio_config, n_workers = _check_arguments(audio_config, n_workers, min_samples, val_fraction, test_fraction)
-    meta = data_dir / METADATA_FILE
-    if not meta.is_file():
-        raise FileNotFoundError(f"{METADATA_FILE} not found: expected an LJSpeech-format corpus with {str(meta)!r}")
+    if corpus_layout(data_dir) is None:
+        raise FileNotFoundError(f"no corpus in {str(data_dir)!r}: expected {expected_layouts()}")
     # one builder at a time (torchrun nodes may share a cache): a second waits, then finds the cache up to date
     with DirectoryLock(cache_dir, name=CACHE_LOCK_FILE, what="cache", wait=True, on_wait=_say_waiting(cache_dir)):
         return _build_cache(data_dir, cache_dir, audio_config, n_workers, min_samples, progress, val_fraction,
@@ -398,18 +416,17 @@ def _build_cache(
     progress: bool, val_fraction: float, test_fraction: float, force: bool,
 ) -> Manifest:
     """:func:`preprocess` once its arguments are checked, holding the cache's lock."""
-    meta = data_dir / METADATA_FILE
     settings = {"audio_config": audio_config.to_dict(), "min_samples": min_samples, "val_fraction": val_fraction,
                 "test_fraction": test_fraction}  # fmt: skip
-    metadata_sha256 = hashlib.sha256(meta.read_bytes()).hexdigest()
-    fingerprint = _fingerprint({"format_version": MANIFEST_VERSION, **settings, "metadata_sha256": metadata_sha256})
+    corpus: Corpus = scan_corpus(data_dir)
+    fingerprint = _fingerprint({"format_version": MANIFEST_VERSION, **settings, "corpus_sha256": corpus.fingerprint})
     if not force and (old := _reusable(cache_dir, fingerprint)) is not None:
         return old
 
-    utterances, problems = parse_metadata(data_dir)
-    skipped = [SkippedFile(None, str(meta), line, f"bad metadata line: {why}") for line, why in problems]
-    for line, why in problems:
-        warn_skipped(f"{meta}:{line}: skipped: {why}", stacklevel=4)  # the caller of preprocess()
+    utterances = corpus.utterances
+    skipped = [problem.skipped() for problem in corpus.problems]
+    for problem in corpus.problems:
+        warn_skipped(problem.message, stacklevel=4)  # the caller of preprocess()
     _invalidate(cache_dir)
     jobs = [
         _Job(u.id, str(u.wav_path), str(cache_dir / "audio" / f"{u.id}.npy"), str(cache_dir / "mel" / f"{u.id}.npy"),

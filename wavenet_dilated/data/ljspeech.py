@@ -51,21 +51,25 @@ def warn_skipped(message: str, stacklevel: int = 3) -> None:
 
 @dataclass(frozen=True)
 class Utterance:
-    """One line of an LJSpeech-format ``metadata.csv``.
+    """One utterance of a corpus: a line of an LJSpeech-format ``metadata.csv``, or an audio file of a multi-speaker
+    corpus (:mod:`~wavenet_dilated.data.speakers`).
 
     Args:
-        id: utterance id, e.g. ``"LJ001-0001"``; the audio is ``<root>/wavs/<id>.wav``.
-        text: the transcription as read.
-        normalized_text: numbers, abbreviations … spelled out (equals ``text`` for two-column files).
+        id: utterance id, e.g. ``"LJ001-0001"`` or ``"p225_001"``: unique in the corpus, a plain file name.
+        text: the transcription as read (``""`` when a multi-speaker corpus has none for it).
+        normalized_text: numbers, abbreviations … spelled out (equals ``text`` for two-column files and for
+            multi-speaker corpora).
         wav_path: path of the audio file.
-        line: 1-based line number in ``metadata.csv``.
+        line: 1-based line number in ``metadata.csv``; ``None`` for a multi-speaker corpus (no metadata file).
+        speaker: the speaker's name (its folder) in a multi-speaker corpus; ``None`` in an LJSpeech-format one.
     """
 
     id: str
     text: str
     normalized_text: str
     wav_path: Path
-    line: int
+    line: int | None
+    speaker: str | None = None
 
 
 def _parse_line(root: Path, line: str, line_no: int, seen: dict[str, int]) -> Utterance | str:

@@ -21,19 +21,22 @@ __all__ = ["MANIFEST_FILE", "MANIFEST_VERSION", "ManifestEntry", "SkippedFile", 
            "load_manifest"]
 
 MANIFEST_FILE = "manifest.json"
-# bump when the cache layout or the preprocessing steps change: old caches then rebuild (2: no-signal recordings skipped)
-MANIFEST_VERSION = 2
+# bump when the cache layout or the preprocessing steps change: old caches then rebuild (2: no-signal recordings
+# skipped; 3: speakers)
+MANIFEST_VERSION = 3
 
 
 @dataclass(frozen=True)
 class ManifestEntry:
-    """One cached utterance: ``n_samples == n_frames * hop_length``."""
+    """One cached utterance: ``n_samples == n_frames * hop_length``; ``speaker`` is its speaker's name in a
+    multi-speaker cache (``None`` otherwise)."""
 
     id: str
     split: str
     n_samples: int
     n_frames: int
     text: str
+    speaker: str | None = None
 
 
 @dataclass(frozen=True)
@@ -51,8 +54,9 @@ class Manifest:
     """Contents of ``<cache_dir>/manifest.json``, written last by :func:`preprocess` (atomically).
 
     ``fingerprint`` hashes everything the cache depends on (the AudioConfig, ``min_samples``, the split fractions,
-    the bytes of ``metadata.csv`` and :data:`MANIFEST_VERSION`); ``audio_config_fingerprint`` hashes the AudioConfig
-    alone.
+    the corpus's fingerprint (:attr:`~wavenet_dilated.data.corpus.Corpus.fingerprint`) and :data:`MANIFEST_VERSION`);
+    ``audio_config_fingerprint`` hashes the AudioConfig alone. ``speakers`` are the names of a multi-speaker cache's
+    speakers, sorted: a speaker's id is its index (``None`` for a single-speaker, LJSpeech-format cache).
     """
 
     cache_dir: Path
@@ -63,6 +67,20 @@ class Manifest:
     mel_stats: MelStats
     skipped: tuple[SkippedFile, ...]
     converted: Mapping[str, tuple[str, ...]]
+    speakers: tuple[str, ...] | None = None
+
+    def speaker_id(self, name: str) -> int:
+        """The id of the speaker ``name`` (its index in :attr:`speakers`).
+
+        Raises:
+            ValueError: the cache has no speakers, or none of that name (the message lists the known ones).
+        """
+        if self.speakers is None:
+            raise ValueError(f"the cache {str(self.cache_dir)!r} has no speakers (an LJSpeech-format corpus)")
+        try:
+            return self.speakers.index(name)
+        except ValueError:
+            raise ValueError(f"unknown speaker {name!r}; the cache's speakers: {', '.join(self.speakers)}") from None
 
     def entries(self, split: str) -> list[ManifestEntry]:
         if split not in SPLITS:
@@ -100,15 +118,20 @@ def load_manifest(cache_dir: str | os.PathLike[str]) -> Manifest:
         d = json.loads(path.read_text(encoding="utf-8"))
         if d.get("format_version") != MANIFEST_VERSION:
             raise ValueError(f"expected format_version {MANIFEST_VERSION}, found {d.get('format_version')!r}")
+        utterances = tuple(ManifestEntry(**e) for e in d["utterances"])
+        speakers = None if d.get("speakers") is None else tuple(d["speakers"])
+        if speakers is not None and (unknown := {e.speaker for e in utterances} - set(speakers)):
+            raise ValueError(f"utterances of speakers {sorted(map(str, unknown))} not in the speakers list")
         return Manifest(
             cache_dir=cache_dir,
             audio_config=AudioConfig.from_dict(d["audio_config"]),
             fingerprint=d["fingerprint"],
             audio_config_fingerprint=d["audio_config_fingerprint"],
-            utterances=tuple(ManifestEntry(**e) for e in d["utterances"]),
+            utterances=utterances,
             mel_stats=MelStats.from_dict(d["mel_stats"]),
             skipped=tuple(SkippedFile(**s) for s in d["skipped"]),
             converted={k: tuple(v) for k, v in d["converted"].items()},
+            speakers=speakers,
         )
     except (ValueError, KeyError, TypeError) as e:
         raise ValueError(f"cannot read {str(path)!r}: {e}") from e
