@@ -117,14 +117,16 @@ def conditioning_bound(model, mel, speaker=None) -> torch.Tensor:
     return (math.sqrt(2 * math.log(err.numel())) * err).float()
 
 
-def loss_bound(model, audio, mel=None, speaker=None) -> float:
+def loss_bound(model, audio, mel=None, speaker=None, n_history: int = 0) -> float:
     """How far two fp32 evaluations of ``model.loss(audio, mel, speaker)`` may differ: to first order
-    ``Σ |∂loss/∂logit|·2·bound`` over the logits (:func:`folded_logits`), plus ``eps·√(B·T)·|loss|`` for the mean."""
+    ``Σ |∂loss/∂logit|·2·bound`` over the logits (:func:`folded_logits`), plus ``eps·√(B·T)·|loss|`` for the mean.
+    With ``n_history``, of the loss over ``audio[:, n_history:]`` only (a crop with history)."""
     ref, bound = folded_logits(model, model.shift_right(audio), mel, speaker)
+    ref, bound, target = ref[:, :, n_history:], bound[:, :, n_history:], audio[:, n_history:]
     z = ref.double().requires_grad_()
-    loss = model.head.loss(z, audio.double() if not model.head.quantized else audio)
+    loss = model.head.loss(z, target.double() if not model.head.quantized else target)
     (g,) = torch.autograd.grad(loss, z)
-    return float((g.abs() * 2 * bound).sum() + EPS32 * math.sqrt(audio.numel()) * loss.detach().abs())
+    return float((g.abs() * 2 * bound).sum() + EPS32 * math.sqrt(target.numel()) * loss.detach().abs())
 
 
 def _sample_map(head, z, u, temperature):

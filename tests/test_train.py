@@ -173,7 +173,8 @@ def test_fused_loss_is_the_models_loss_and_is_used_on_cpu(cache, tmp_path, monke
         return real_fused_loss(*args)
 
     monkeypatch.setattr(train_module, "fused_loss", counting_fused_loss)
-    config = dataclasses.replace(TRAIN, max_steps=2)
+    # whole crops as targets, so that the loss is model.loss (crops with history: tests/test_context_crops.py)
+    config = dataclasses.replace(TRAIN, max_steps=2, crop_history="none")
     fused = Trainer(MODEL, config, cache, tmp_path / "fused")
     plain = Trainer(MODEL, dataclasses.replace(config, fused=False), cache, tmp_path / "plain")
     assert fused.fused and not plain.fused

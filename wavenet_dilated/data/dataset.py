@@ -6,6 +6,11 @@
 A crop of ``max_time_steps`` samples starts on a hop boundary and pairs with ``max_time_steps // hop_length`` mel
 frames (the cache's alignment contract, see :mod:`wavenet_dilated.data.cache`). Crops are reproducible from
 ``(seed, epoch, index)`` through :func:`mix_seed`, the package's one seed mixer.
+
+With ``history`` (:func:`history_length`: the receptive field less one, rounded up to whole hops) a crop also carries
+that many samples of real audio before its targets, and their mel frames, so that every target is predicted from the
+history the model would see inside a whole utterance; the loss is taken on the targets only (the trainer's
+``crop_history`` option, :func:`~wavenet_dilated.train.fused_loss.training_loss` with ``n_history``).
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from ..mulaw import mu_law_encode
 from .ljspeech import SPLITS
 from .manifest import load_manifest
 
-__all__ = ["AudioDataset", "check_crop_length", "collate", "mix_seed"]
+__all__ = ["AudioDataset", "check_crop_length", "collate", "history_length", "mix_seed"]
 
 logger = logging.getLogger(__name__)
 
@@ -62,8 +67,23 @@ def check_crop_length(name: str, value: int | None, hop_length: int) -> int | No
     return value
 
 
+def history_length(receptive_field: int, hop_length: int) -> int:
+    """Samples of history a crop needs so that its first target sees a whole receptive field of real audio: the
+    ``receptive_field − 1`` past inputs, rounded up to whole hops so that the history's mel frames stay aligned.
+
+    Examples:
+        >>> history_length(2047, 256)  # the demo preset: 2046 past samples → 8 hops
+        2048
+    """
+    check_int("receptive_field", receptive_field, 1)
+    check_int("hop_length", hop_length, 1)
+    return math.ceil((receptive_field - 1) / hop_length) * hop_length
+
+
 class AudioDataset(Dataset):
-    """Cached utterances as ``{"audio": (T,), "mel": (n_mels, T // hop_length)}`` items.
+    """Cached utterances as ``{"audio": (T,), "mel": (n_mels, T // hop_length)}`` items; in a multi-speaker cache
+    also ``"speaker"``: the speaker id, an int64 scalar (the index of the utterance's speaker in
+    ``manifest.speakers``).
 
     With ``max_time_steps`` each item is a random crop of that many samples starting on a hop boundary (start frame
     uniform over all valid positions) and its ``max_time_steps // hop_length`` mel frames; utterances shorter than the
@@ -75,6 +95,12 @@ class AudioDataset(Dataset):
     :meth:`set_epoch` before each epoch for fresh crops (with ``persistent_workers=True`` the workers keep the epoch
     they started with). ``seed=None`` draws from torch's global RNG instead (DataLoader seeds it per worker).
 
+    With ``history`` (and ``max_time_steps``), an item is ``history + max_time_steps`` samples: the crop's targets
+    preceded by ``history`` samples of the same utterance (the crop start, and so the targets, are drawn exactly as
+    without history). Where the utterance starts less than ``history`` samples before the targets, the missing
+    history is silence: the μ-law class of 0.0 (or 0.0) and the mel of digital silence (``log(mel_floor)`` in every
+    bin, normalised like the rest), what a recording padded with silence would give.
+
     Args:
         cache_dir: a cache made by :func:`preprocess`.
         split: ``"train"``, ``"val"`` or ``"test"``.
@@ -84,6 +110,8 @@ class AudioDataset(Dataset):
             ``None`` keeps float32 in [−1, 1].
         mel_normalize: normalise mels with the cache's train-split :class:`~wavenet_dilated.mel.MelStats`.
         seed: crop seed, or ``None``.
+        history: samples of real audio before each crop's targets (a multiple of the hop length, see
+            :func:`history_length`); 0 = none. Only with ``max_time_steps``.
 
     Examples:
         >>> ds = AudioDataset(cache, "train", max_time_steps=8 * 256)  # doctest: +SKIP
@@ -101,6 +129,7 @@ class AudioDataset(Dataset):
         n_classes: int | None = 256,
         mel_normalize: bool = True,
         seed: int | None = 0,
+        history: int = 0,
     ) -> None:
         self.manifest = load_manifest(cache_dir)
         if split not in SPLITS:
@@ -111,6 +140,11 @@ class AudioDataset(Dataset):
         check_crop_length("max_time_steps", max_time_steps, hop)
         check_int("n_classes", n_classes, 2, optional=True)
         check_int("seed", seed, optional=True)
+        check_int("history", history, 0)
+        if history % hop:
+            raise ValueError(f"history must be a multiple of hop_length={hop}, found {history}")
+        if history and max_time_steps is None:
+            raise ValueError("history needs crops: set max_time_steps, or history=0 for whole utterances")
         entries = self.manifest.entries(split)
         if max_time_steps is not None:
             kept = [e for e in entries if e.n_samples >= max_time_steps]
@@ -131,7 +165,9 @@ class AudioDataset(Dataset):
         self.n_classes = n_classes
         self.mel_stats = self.manifest.mel_stats if mel_normalize else None
         self.seed = seed
+        self.history = history
         self.epoch = 0
+        self.speaker_ids = {e.id: self.manifest.speaker_id(e.speaker) for e in kept} if self.manifest.speakers else None
 
     @property
     def ids(self) -> list[str]:
@@ -175,17 +211,31 @@ class AudioDataset(Dataset):
         audio = np.load(self.manifest.audio_path(e.id), mmap_mode="r")
         mel = np.load(self.manifest.mel_path(e.id), mmap_mode="r")
         if self.max_time_steps is not None:
-            start = self.crop_start(index)
-            n_frames = self.max_time_steps // self.hop_length
-            audio = audio[start * self.hop_length : (start + n_frames) * self.hop_length]
-            mel = mel[:, start : start + n_frames]
+            hop, n_history = self.hop_length, self.history // self.hop_length
+            start = self.crop_start(index) - n_history
+            n_frames = self.max_time_steps // hop + n_history
+            audio, mel = self._window(audio, mel, start, n_frames)
         audio_t = torch.from_numpy(np.array(audio, dtype=np.float32))
         mel_t = torch.from_numpy(np.array(mel, dtype=np.float32))
         if self.mel_stats is not None:
             mel_t = self.mel_stats.normalize(mel_t)
         if self.n_classes is not None:
             audio_t = mu_law_encode(audio_t, self.n_classes)
-        return {"audio": audio_t, "mel": mel_t}
+        item = {"audio": audio_t, "mel": mel_t}
+        if self.speaker_ids is not None:
+            item["speaker"] = torch.tensor(self.speaker_ids[e.id], dtype=torch.int64)
+        return item
+
+    def _window(self, audio: np.ndarray, mel: np.ndarray, start: int, n_frames: int) -> tuple[np.ndarray, np.ndarray]:
+        """Frames ``start … start + n_frames − 1`` of an utterance (audio ``(T,)``, raw mel ``(n_mels, F)``), the
+        frames before its start (``start < 0``) filled with silence."""
+        hop = self.hop_length
+        if start >= 0:
+            return audio[start * hop : (start + n_frames) * hop], mel[:, start : start + n_frames]
+        lead = -start
+        silent_mel = np.full((mel.shape[0], lead), math.log(self.manifest.audio_config.mel_floor), dtype=np.float32)
+        audio = np.concatenate([np.zeros(lead * hop, dtype=np.float32), audio[: (n_frames - lead) * hop]])
+        return audio, np.concatenate([silent_mel, mel[:, : n_frames - lead]], axis=1)
 
 
 def collate(
@@ -195,7 +245,8 @@ def collate(
 
     Items of different lengths (whole utterances) are right-padded to the longest: audio with ``audio_pad_value``
     (use :attr:`AudioDataset.collate_fn` for the value that means silence), mel with ``mel_pad_value`` (0 = the mean
-    of a normalised mel). ``lengths`` (samples) and ``mel_lengths`` (frames) give the valid part of each row.
+    of a normalised mel). ``lengths`` (samples) and ``mel_lengths`` (frames) give the valid part of each row. Items
+    with a ``"speaker"`` id (a multi-speaker cache) give ``"speaker": (B,)`` int64 too.
     """
     if not batch:
         raise ValueError("cannot collate an empty batch")
@@ -213,4 +264,10 @@ def collate(
     for i, (a, m) in enumerate(zip(audios, mels, strict=True)):
         audio[i, : a.shape[0]] = a
         mel[i, :, : m.shape[1]] = m
-    return {"audio": audio, "mel": mel, "lengths": lengths, "mel_lengths": mel_lengths}
+    out = {"audio": audio, "mel": mel, "lengths": lengths, "mel_lengths": mel_lengths}
+    with_speaker = sum("speaker" in b for b in batch)
+    if with_speaker:
+        if with_speaker != len(batch):
+            raise ValueError(f"expected a speaker id in every item or in none, found {with_speaker} of {len(batch)}")
+        out["speaker"] = torch.stack([torch.as_tensor(b["speaker"], dtype=torch.int64).reshape(()) for b in batch])
+    return out

@@ -7,6 +7,7 @@
   ``(seed, step, rank)``;
 - :mod:`~wavenet_dilated.train.state`: :class:`ModelEMA`, the RNG states, seeding and resuming;
 - :mod:`~wavenet_dilated.train.monitor`: TensorBoard, the log lines and vocoded samples;
+- :mod:`~wavenet_dilated.train.quality_log`: copy-synthesis metrics, audio and spectrograms while training;
 - :mod:`~wavenet_dilated.train.fused_loss`: ``WaveNet.loss`` as plain matrix products for the CPU (import
   ``fused_loss`` from that module: the package attribute of that name is the module itself);
 - :mod:`~wavenet_dilated.train.distributed`: ``torch.distributed`` helpers that are no-ops on one process.

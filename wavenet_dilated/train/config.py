@@ -10,7 +10,14 @@ from typing import Any
 
 from ..config import check_int, check_number, config_from_dict
 
-__all__ = ["TrainConfig", "lr_factor"]
+__all__ = ["BEST_METRICS", "CROP_HISTORY", "TrainConfig", "lr_factor"]
+
+#: what ``TrainConfig.crop_history`` may be (see :func:`wavenet_dilated.data.dataset.history_length`)
+CROP_HISTORY = ("none", "receptive_field")
+#: what ``best.pt`` can be chosen by, and whether higher is better: the validation NLL or a copy-synthesis metric of
+#: :data:`wavenet_dilated.quality.metrics.METRICS` (the same names and directions)
+BEST_METRICS: dict[str, bool] = {"val_nll": False, "stoi": True, "pesq_wb": True, "mel_l1": False, "mcd_db": False,
+                                 "f0_rmse_cents": False}
 
 
 @dataclass(frozen=True)
@@ -28,7 +35,12 @@ class TrainConfig:
         min_lr_ratio: the floor of the decay as a fraction of ``lr``.
         max_steps: optimiser steps in the whole run.
         batch_size: crops per process and step (the global batch is ``batch_size · world_size``).
-        max_time_steps: crop length in samples, a multiple of the hop length.
+        max_time_steps: crop length in samples, a multiple of the hop length: the samples the loss is taken on.
+        crop_history: ``"receptive_field"``: each crop also carries the receptive field less one (rounded up to whole
+            hops) of real audio and mel before its ``max_time_steps`` targets, as inputs only, so that every target
+            is predicted from real history (silence before an utterance's start); ``"none"``: the first
+            ``receptive_field − 1`` targets of a crop see zero padding instead. Validation (whole utterances from
+            their start) is the same either way, so validation NLLs compare across the two.
         grad_clip: clip the global gradient norm to this; ``None`` = no clipping (the norm is still reported).
         diverge_margin_bits: stop the run (:class:`~wavenet_dilated.train.monitor.DivergedError`) when a step's
             training loss, or a validation NLL, is more than this many bits/sample above the NLL of a uniform guess
@@ -56,6 +68,15 @@ class TrainConfig:
         keep_last: how many ``ckpt_*.pt`` to keep (``best.pt`` is kept in addition).
         sample_every: steps between vocoded samples written to TensorBoard and ``samples/`` (``None`` = never).
         sample_seconds: length of those samples.
+        quality_utterances: copy-synthesis quality during training: vocode the first this many validation
+            utterances (their first ``quality_seconds``) with the eval weights and log their metrics (STOI, PESQ,
+            log-mel L1, …), audio and spectrograms to TensorBoard (:mod:`~wavenet_dilated.train.quality_log`);
+            ``None`` = off.
+        quality_every: steps between those; ``None`` = with every validation.
+        quality_seconds: how much of each utterance to vocode.
+        best_metric: what ``best.pt`` is chosen by: ``"val_nll"`` (lowest), or a copy-synthesis metric measured as
+            above: ``"stoi"``, ``"pesq_wb"`` (highest), ``"mel_l1"``, ``"mcd_db"``, ``"f0_rmse_cents"`` (lowest);
+            a quality metric needs ``quality_utterances``.
         seed: seeds initialisation, data order, crops, dropout and sampling.
         num_workers: DataLoader worker processes (0 = load in the training process).
         device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``None`` (CUDA when available).
@@ -71,6 +92,7 @@ class TrainConfig:
     max_steps: int = 200_000
     batch_size: int = 8
     max_time_steps: int = 10240
+    crop_history: str = "receptive_field"
     grad_clip: float | None = 1.0
     diverge_margin_bits: float | None = 8.0
     diverge_val_rise_bits: float | None = 2.0
@@ -87,6 +109,10 @@ class TrainConfig:
     keep_last: int = 3
     sample_every: int | None = 20000
     sample_seconds: float = 1.0
+    quality_utterances: int | None = None
+    quality_every: int | None = None
+    quality_seconds: float = 3.0
+    best_metric: str = "val_nll"
     seed: int = 0
     num_workers: int = 2
     device: str | None = None
@@ -107,6 +133,8 @@ class TrainConfig:
         self._check_number("min_lr_ratio", 0.0, 1.0, low_open=self.lr_decay == "exponential")
         for name in ("max_steps", "batch_size", "max_time_steps"):
             self._check_int(name, 1)
+        if self.crop_history not in CROP_HISTORY:
+            raise ValueError(f"TrainConfig.crop_history must be one of {CROP_HISTORY}, found {self.crop_history!r}")
         self._check_number("grad_clip", 0.0, math.inf, low_open=True, optional=True)
         self._check_number("diverge_margin_bits", 0.0, math.inf, low_open=True, optional=True)
         self._check_number("diverge_val_rise_bits", 0.0, math.inf, low_open=True, optional=True)
@@ -125,6 +153,14 @@ class TrainConfig:
         self._check_int("keep_last", 1)
         self._check_int("sample_every", 1, optional=True)
         self._check_number("sample_seconds", 0.0, math.inf, low_open=True)
+        self._check_int("quality_utterances", 1, optional=True)
+        self._check_int("quality_every", 1, optional=True)
+        self._check_number("quality_seconds", 0.0, math.inf, low_open=True)
+        if self.best_metric not in BEST_METRICS:
+            raise ValueError(f"TrainConfig.best_metric must be one of {tuple(BEST_METRICS)}, found {self.best_metric!r}")
+        if self.best_metric != "val_nll" and self.quality_utterances is None:
+            raise ValueError(f"TrainConfig.best_metric={self.best_metric!r} is measured on quality_utterances, which is "
+                             "None (off): set quality_utterances (e.g. 3) or best_metric='val_nll'")
         self._check_int("seed", 0)
         self._check_int("num_workers", 0)
         if self.device is not None and not isinstance(self.device, str):

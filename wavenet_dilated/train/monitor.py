@@ -3,7 +3,8 @@ on divergence (:class:`DivergedError`, :class:`NonFiniteLossError`, :func:`diver
 
 Only rank 0 writes (:class:`Monitor` does nothing on the other processes). TensorBoard tags: ``train/nll_bits``,
 ``train/lr``, ``train/grad_norm``, ``train/samples_per_s``, ``val/nll_bits``, ``sample/audio`` and ``sample/mel``;
-samples also go to ``out_dir/samples/step_<step>.wav``.
+samples also go to ``out_dir/samples/step_<step>.wav``. The copy-synthesis quality tags (``quality/…``) are written
+by :mod:`~wavenet_dilated.train.quality_log`.
 """
 
 from __future__ import annotations
@@ -29,9 +30,19 @@ if TYPE_CHECKING:
     from torch.utils.tensorboard import SummaryWriter
 
 __all__ = ["DivergedError", "Monitor", "NonFiniteLossError", "TrainMeter", "divergence", "generate_sample",
-           "mel_image", "sample_source", "uniform_nll_bits"]
+           "mel_image", "require_tensorboard", "sample_source", "uniform_nll_bits"]
 
 logger = logging.getLogger(__name__)
+
+
+def require_tensorboard() -> None:
+    """Training writes TensorBoard events: raise ``ModuleNotFoundError`` (``name="tensorboard"``) with the install hint
+    when the package is missing (it is the ``train`` extra, not a core dependency: inference does not need it)."""
+    import importlib.util
+
+    if importlib.util.find_spec("tensorboard") is None:
+        raise ModuleNotFoundError("training writes TensorBoard events and the tensorboard package is not installed: "
+                                  "pip install 'wavenet_dilated[train]' (or pip install tensorboard)", name="tensorboard")
 
 _HINT = "Try a lower lr, a grad_clip, more warmup_steps or amp=None."
 
@@ -127,6 +138,7 @@ class Monitor:
         """The ``SummaryWriter`` on rank 0 (``None`` elsewhere); created on first use, discarding the events a
         previous run wrote at ``step`` and after (a resumed run rewrites them)."""
         if self._writer is None and dist.is_main():
+            require_tensorboard()
             from torch.utils.tensorboard import SummaryWriter  # deferred: importing tensorboard takes a second
 
             self._writer = SummaryWriter(str(self.out_dir / "tensorboard"), purge_step=step or None)
@@ -185,8 +197,9 @@ def sample_source(mel: torch.Tensor | None, seconds: float, audio_config: AudioC
 
 @torch.no_grad()
 def generate_sample(model: WaveNet, mel: torch.Tensor | None, n_samples: int, device: torch.device,
-                    seed: int) -> torch.Tensor:  # fmt: skip
-    """Vocode ``mel`` (``(n_mels, F)``, normalised; ``None`` for an unconditioned model: ``n_samples`` samples) with
+                    seed: int, speaker: int | None = None) -> torch.Tensor:  # fmt: skip
+    """Vocode ``mel`` (``(n_mels, F)``, normalised; ``None`` for an unconditioned model: ``n_samples`` samples), as
+    speaker id ``speaker`` for a speaker-conditioned model, with
     :func:`~wavenet_dilated.generation.fast.fast_generate` (the cached generator in compiled code: the same samples as
     :func:`~wavenet_dilated.generation.reference.generate` for a seed; it falls back to that with a warning).
 
@@ -200,9 +213,9 @@ def generate_sample(model: WaveNet, mel: torch.Tensor | None, n_samples: int, de
     torch.set_num_threads(1)
     try:
         if mel is None:
-            samples = fast_generate(model, n_samples=n_samples, batch_size=1, seed=seed)
+            samples = fast_generate(model, n_samples=n_samples, batch_size=1, seed=seed, speaker=speaker)
         else:
-            samples = fast_generate(model, mel=mel[None].to(device), seed=seed)
+            samples = fast_generate(model, mel=mel[None].to(device), seed=seed, speaker=speaker)
         return to_waveform(samples, model)[0].float().cpu()
     finally:
         torch.set_num_threads(threads)

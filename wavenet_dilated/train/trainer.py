@@ -4,7 +4,8 @@ resume, validation NLL in bits per sample, a stop on divergence, and a stop on S
 One run lives in one directory::
 
     out_dir/checkpoints/ckpt_00001000.pt   the last ``keep_last`` checkpoints, written atomically
-    out_dir/checkpoints/best.pt            a copy of the checkpoint with the lowest validation NLL so far
+    out_dir/checkpoints/best.pt            a copy of the best checkpoint so far: the lowest validation NLL, or the
+                                           best copy-synthesis metric (``best_metric``, :mod:`.quality_log`)
     out_dir/tensorboard/                   event files (rank 0)
     out_dir/samples/step_00001000.wav      audio vocoded from a validation mel
 
@@ -53,9 +54,18 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from ..audio import AudioConfig
-from ..checkpoint import BEST_CHECKPOINT, CHECKPOINT_DIR, checkpoint_name, copy_checkpoint, list_checkpoints, save_checkpoint
-from ..data.dataset import AudioDataset, mix_seed
+from ..checkpoint import (
+    BEST_CHECKPOINT,
+    CHECKPOINT_DIR,
+    checkpoint_name,
+    copy_checkpoint,
+    list_checkpoints,
+    read_speakers,
+    save_checkpoint,
+)
+from ..data.dataset import AudioDataset, history_length, mix_seed
 from ..data.manifest import Manifest, load_manifest
+from ..data.speakers import speaker_conditioning
 from ..mel import MelStats
 from ..nn.heads import nats_to_bits
 from ..wavenet import WaveNet, WaveNetConfig
@@ -64,6 +74,7 @@ from . import sampler
 from .config import TrainConfig, lr_factor
 from .fused_loss import LossModule, training_loss
 from .monitor import DivergedError, Monitor, NonFiniteLossError, TrainMeter, divergence, generate_sample, sample_source
+from .quality_log import QualityLog
 from .signals import StopRequest
 from .state import (
     ModelEMA,
@@ -100,18 +111,26 @@ class Trainer:
 
     Args:
         model_config: the model to build (must match the cache: ``cond_channels == n_mels``, same ``hop_length``).
+            A cache of 2 speakers or more switches speaker conditioning on when ``n_speakers`` is ``None``
+            (:func:`~wavenet_dilated.data.speakers.speaker_conditioning`; :attr:`model_config` is then the model
+            trained); a set ``n_speakers`` must equal the cache's number of speakers.
         config: how to train.
         cache_dir: a preprocessed cache (``manifest.json``, ``audio/``, ``mel/``).
         out_dir: the run directory (checkpoints, TensorBoard, samples).
         resume: ``True`` resumes from the newest loadable checkpoint in ``out_dir/checkpoints`` (a fresh run when
             there is none); a path resumes from that file; ``False`` starts fresh and refuses a run directory that
             already holds checkpoints.
+        use_speakers: condition on the speaker ids of a multi-speaker cache (see ``model_config``); ``False`` trains
+            one speaker-independent model on all its voices.
 
     Under ``torchrun``, :func:`wavenet_dilated.train.distributed.setup` is called here (idempotent); call
     :func:`wavenet_dilated.train.distributed.teardown` when done.
 
     Attributes:
         model: the WaveNet being trained (unwrapped).
+        model_config: its config (with the speaker conditioning the cache asks for).
+        speakers: the speakers' names of a speaker-conditioned model (index = id; stored in every checkpoint as
+            ``"speakers"``), else ``None``.
         ema: its :class:`~.state.ModelEMA`, or ``None``.
         step: optimiser updates done so far.
         device: where training runs.
@@ -126,12 +145,13 @@ class Trainer:
         cache_dir: str | os.PathLike[str],
         out_dir: str | os.PathLike[str],
         resume: bool | str | os.PathLike[str] = True,
+        use_speakers: bool = True,
     ) -> None:
         if not isinstance(model_config, WaveNetConfig):
             raise ValueError(f"model_config must be a WaveNetConfig, found {type(model_config).__name__}")
         if not isinstance(config, TrainConfig):
             raise ValueError(f"config must be a TrainConfig, found {type(config).__name__}")
-        self.model_config, self.config = model_config, config
+        self.model_config, self.config, self.use_speakers = model_config, config, bool(use_speakers)
         self.out_dir = Path(out_dir)
         self.checkpoint_dir = self.out_dir / CHECKPOINT_DIR
         self.device = dist.setup(config.device)
@@ -140,6 +160,7 @@ class Trainer:
             raise ValueError("amp='bf16' needs a GPU with bfloat16 support; set amp=None")
         self._setup_data(cache_dir)
         self.monitor = Monitor(self.out_dir, self.audio_config, self.mel_stats)
+        self.quality = QualityLog(self.monitor, self.manifest.cache_dir, config, self.audio_config, self.mel_stats)
         self._setup_model()
 
         self.step = 0
@@ -160,9 +181,17 @@ class Trainer:
         self.manifest: Manifest = load_manifest(cache_dir)
         self.audio_config: AudioConfig = self.manifest.audio_config
         self.mel_stats: MelStats = self.manifest.mel_stats
+        # a multi-speaker cache switches speaker conditioning on; a model that asks for it must match the cache
+        self.model_config = speaker_conditioning(self.model_config, self.manifest.speakers,
+                                                 f"the cache {str(cache_dir)!r}", self.use_speakers)  # fmt: skip
+        #: the speakers' names (index = id) of a speaker-conditioned model, stored in every checkpoint
+        self.speakers: list[str] | None = list(self.manifest.speakers) if self.model_config.n_speakers else None
         self._check_compatible(self.model_config)
         n_classes = self.model_config.n_classes if self.model_config.output == "categorical" else None
-        self.train_set = AudioDataset(cache_dir, "train", c.max_time_steps, n_classes=n_classes, seed=c.seed)
+        self.n_history = (history_length(self.model_config.receptive_field, self.audio_config.hop_length)
+                          if c.crop_history == "receptive_field" else 0)  # fmt: skip
+        self.train_set = AudioDataset(cache_dir, "train", c.max_time_steps, n_classes=n_classes, seed=c.seed,
+                                      history=self.n_history)  # fmt: skip
         self.val_set: AudioDataset | None = None
         if self.manifest.entries("val"):
             self.val_set = AudioDataset(cache_dir, "val", None, n_classes=n_classes, seed=c.seed)
@@ -181,9 +210,6 @@ class Trainer:
                                  f"n_mels={a.n_mels}")
             if c.hop_length != a.hop_length:
                 raise ValueError(f"the model's hop_length {c.hop_length} differs from the cache's {a.hop_length}")
-        if c.n_speakers is not None:
-            raise ValueError("speaker-conditioned models need speaker ids, which LJSpeech-format caches do not have; "
-                             "set n_speakers=None")
 
     def _setup_model(self) -> None:
         """The model (the same seed on every rank: identical initial weights), optimiser, schedule, the loss module
@@ -196,7 +222,7 @@ class Trainer:
         self.optimizer = opt_cls(self.model.parameters(), lr=c.lr, betas=c.betas, weight_decay=c.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_factor(s, self.config))
         self.fused = c.fused and self.device.type == "cpu"
-        self.net: nn.Module = LossModule(self.model, self.fused)
+        self.net: nn.Module = LossModule(self.model, self.fused, self.n_history)
         if self.world_size > 1:
             from torch.nn.parallel import DistributedDataParallel
 
@@ -213,11 +239,17 @@ class Trainer:
         path, ckpt = found
         self._load_state(ckpt, path)
         self.last_checkpoint = path
-        self.best_val_nll_bits = restore_best(self.checkpoint_dir)  # what best.pt holds, after any repair
+        if self.config.best_metric == "val_nll":  # else best.pt is the best by a quality metric: no repair by NLL
+            self.best_val_nll_bits = restore_best(self.checkpoint_dir)  # what best.pt holds, after any repair
         logger.info("resumed from %s at step %d", path, self.step)
 
     def _load_state(self, ckpt: dict[str, Any], path: Path) -> None:
         check_resumable(ckpt, path, self.model_config, self.audio_config, self.mel_stats)
+        stored = read_speakers(ckpt, path, self.model_config.n_speakers)
+        if stored is not None and stored != self.speakers:
+            raise ValueError(f"{path} was trained on the speakers {', '.join(stored)} but the cache has "
+                             f"{', '.join(self.speakers or ['none'])}: the speaker ids would change meaning; resume "
+                             "with the same corpus, or start a new run in another run directory")  # fmt: skip
         self.model.load_state_dict(ckpt["model"])
         if self.ema is not None:
             if ckpt.get("ema") is not None:
@@ -229,6 +261,7 @@ class Trainer:
         self.step = int(ckpt["step"])
         apply_changed_config(ckpt, self.config, self.optimizer, self.scheduler, path)
         self.val_nll_bits = ckpt.get("val_nll_bits")
+        self.quality.load_state_dict(ckpt.get("quality"))
         self.val_step = ckpt.get("val_step", self.step if self.val_nll_bits is not None else None)
         restore_rng(ckpt, self.rank, self.world_size, self.config.seed, self.step)
 
@@ -267,9 +300,10 @@ class Trainer:
         non_blocking = self.device.type == "cuda"
         audio = batch["audio"].to(self.device, non_blocking=non_blocking)
         mel = batch["mel"].to(self.device, non_blocking=non_blocking) if self.model_config.cond_channels else None
+        speaker = self._speaker_ids(batch)
         self.optimizer.zero_grad(set_to_none=True)
         with self._autocast():
-            loss = self.net(audio, mel)
+            loss = self.net(audio, mel, speaker)
         loss.backward()
         params = [p for p in self.model.parameters() if p.grad is not None]
         if self.config.grad_clip is not None:
@@ -318,7 +352,7 @@ class Trainer:
                 audio = audio[None].to(self.device)
                 mel = mel[None].to(self.device) if self.model_config.cond_channels else None
                 with self._autocast():
-                    nll = training_loss(model, audio, mel, self.fused)
+                    nll = training_loss(model, audio, mel, self.fused, speaker=self._speaker_ids(item))
                 totals[0] += nll.double() * audio.shape[1]
                 totals[1] += audio.shape[1]
         finally:
@@ -326,14 +360,25 @@ class Trainer:
         dist.all_reduce_sum(totals)
         return float(nats_to_bits(totals[0] / totals[1]))
 
-    def _sample_source(self, seconds: float) -> tuple[torch.Tensor | None, int]:
+    def _speaker_ids(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor | None:
+        """The speaker ids ``(B,)`` of a batch (or ``(1,)`` of an item) on the device; ``None`` for a model without
+        speaker conditioning."""
+        if self.model_config.n_speakers is None:
+            return None
+        return batch["speaker"].reshape(-1).to(self.device)
+
+    def _sample_source(self, seconds: float) -> tuple[torch.Tensor | None, int, int | None]:
         """The normalised mel ``(n_mels, F)`` to vocode (first validation utterance, else first training one; ``None``
-        for an unconditioned model) and the number of samples to generate."""
-        if self.model_config.cond_channels is None:
-            return sample_source(None, seconds, self.audio_config)
+        for an unconditioned model), the number of samples to generate and that utterance's speaker id (``None``
+        without speaker conditioning)."""
+        c = self.model_config
+        if c.cond_channels is None and c.n_speakers is None:
+            return (*sample_source(None, seconds, self.audio_config), None)
         dataset = self.val_set if self.val_set is not None else AudioDataset(
             self.manifest.cache_dir, "train", None, n_classes=None, seed=self.config.seed)  # fmt: skip
-        return sample_source(dataset[0]["mel"], seconds, self.audio_config)
+        item = dataset[0]
+        mel, n = sample_source(item["mel"] if c.cond_channels is not None else None, seconds, self.audio_config)
+        return mel, n, int(item["speaker"]) if c.n_speakers is not None else None
 
     def sample(self, seconds: float | None = None, seed: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Vocode the start of the first validation utterance's mel with :func:`~.monitor.generate_sample`.
@@ -344,9 +389,9 @@ class Trainer:
 
         Returns ``(waveform (T,) in [−1, 1] on the CPU, the conditioning mel (n_mels, F) or None)``.
         """
-        mel, n = self._sample_source(self.config.sample_seconds if seconds is None else seconds)
+        mel, n, speaker = self._sample_source(self.config.sample_seconds if seconds is None else seconds)
         seed = self.config.seed if seed is None else seed
-        return generate_sample(self.eval_model, mel, n, self.device, seed), mel
+        return generate_sample(self.eval_model, mel, n, self.device, seed, speaker), mel
 
     def log_sample(self, seconds: float | None = None) -> Path | None:
         """Write a vocoded sample (:meth:`sample`) to ``out_dir/samples/step_<step>.wav`` and to TensorBoard (audio
@@ -380,7 +425,7 @@ class Trainer:
         best = self.best_val_nll_bits is None or val < self.best_val_nll_bits
         if best:
             self.best_val_nll_bits = val
-        self.monitor.log_validation(self.step, val, best, started)
+        self.monitor.log_validation(self.step, val, best and self.config.best_metric == "val_nll", started)
         return best
 
     # ------------------------------------------------------------------ checkpoints
@@ -404,6 +449,8 @@ class Trainer:
             "val_nll_bits": self.val_nll_bits,
             "val_step": self.val_step,
             "best_val_nll_bits": self.best_val_nll_bits,
+            "quality": self.quality.state_dict(),
+            "speakers": self.speakers,
         }
 
     def save_checkpoint(self, best: bool = False) -> Path:
@@ -447,7 +494,8 @@ class Trainer:
         self.model.eval()
         try:
             with self._autocast():
-                loss = self.model.loss(audio, mel).detach().float().reshape(1)
+                loss = training_loss(self.model, audio, mel, False, self.n_history, self._speaker_ids(batch))
+                loss = loss.detach().float().reshape(1)
         finally:
             self.model.train()
         loss_v = dist.all_reduce_sum(loss).item() / self.world_size
@@ -520,6 +568,7 @@ class Trainer:
         if (c.val_every is not None and self.step % c.val_every == 0) or last:
             best = self._run_validation()
             validated = True
+        best = self.quality.after_step(self.eval_model, self.step, validated, last, best, self.device)
         if c.sample_every is not None and self.step % c.sample_every == 0:
             self.log_sample()
             dist.barrier()
