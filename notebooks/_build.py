@@ -1,10 +1,13 @@
-"""Write (and optionally execute) the notebooks 01 and 02 from the cell sources below.
+"""Write (and optionally execute) the notebooks: 01 and 02 from the cell sources below, 03 from
+build_03_wavenet_receptive_field.py.
 
     python notebooks/_build.py            # write the .ipynb files without outputs
     python notebooks/_build.py --execute  # write them, run them top to bottom in a fresh kernel, save with outputs
+    python notebooks/_build.py --execute 03_wavenet_receptive_field.ipynb   # only that one
 
-The notebooks are committed with their outputs; edit the cells here, rebuild with --execute, and commit both. The test
-suite (tests/test_notebooks.py) re-executes every notebook, so each `assert` in a cell is a test.
+The notebooks are committed with their outputs; edit the cells here (or in build_03_…py), rebuild with --execute, and
+commit both. The test suite (tests/test_notebooks.py) re-executes every notebook, so each `assert` in a cell is a test,
+and checks that no committed output shows a local path.
 """
 
 from __future__ import annotations
@@ -30,9 +33,9 @@ Every number in this notebook comes from `wavenet_dilated.nn.dilation` (pure ari
 model built from `wavenet_dilated.nn.layers` by back-propagating from one output and looking at which inputs receive a
 gradient (`wavenet_dilated.nn.analysis`). Each key number is also an `assert`, so running the notebook is a test.
 
-1. Standard vs dilated 3×3 stacks: the chapter's table.
+1. Standard vs dilated 3×3 stacks: parameters and receptive field side by side.
 2. Parameters vs receptive field: 7 standard vs 7 dilated layers.
-3. The exponential schedule's closed form, and the chapter's slip.
+3. The exponential schedule's closed form, and a slip common in write-ups.
 4. WaveNet receptive fields in samples and milliseconds.
 5. Gridding: coverage heat maps.
 6. Hybrid dilated convolution (HDC) vs measured coverage.
@@ -60,7 +63,7 @@ torch.manual_seed(0)
 plt.rcParams.update({"figure.dpi": 90, "axes.grid": True, "grid.alpha": 0.3})
 """),
     ("md", r"""
-## 1 · Standard vs dilated: the chapter's table
+## 1 · Standard vs dilated: parameters and receptive field
 
 A stack of `L` standard 3×3 convolutions sees `1 + 2L` pixels along each axis. With dilations `1, 2, 4, …, 2^(L−1)`
 (each layer's taps spread twice as far apart as the previous layer's) it sees `1 + 2(2^L − 1) = 2^(L+1) − 1`.
@@ -121,7 +124,7 @@ For rates `r_i = 2^(i−1)`, `i = 1..L`, and kernel `k`:
 
 $$\mathrm{RF} = 1 + \sum_{i=1}^{L} (k-1)\,2^{i-1} = 1 + (k-1)(2^L - 1).$$
 
-The chapter (and several write-ups) give `2^L (k−1) + 1`, which over-counts by exactly `k − 1`: it sums the geometric
+Several textbook summaries and write-ups give `2^L (k−1) + 1`, which over-counts by exactly `k − 1`: it sums the geometric
 series to `2^L` instead of `2^L − 1`. For WaveNet's `k = 2` that is one sample (1025 instead of 1024); for `k = 3`,
 two pixels (129 instead of 127).
 """),
@@ -144,18 +147,22 @@ assert dil.receptive_field(2, dil.exponential_dilations(10, n_stacks=3)) == 3070
 A WaveNet stacks causal dilated convolutions with rates `1, 2, …, 2^(n−1)` repeated in `S` stacks; with kernel `k` the
 receptive field is `1 + S (k − 1)(2^n − 1)` samples. At 22 050 Hz (LJSpeech):
 
-- `ljspeech` preset: 3 stacks of 1..512 (30 layers), kernel 3 → `1 + 2 · 3 · 1023 = 6139` samples ≈ 278 ms;
-- `demo` preset: 2 stacks of 1..256 (9 layers per stack), kernel 2 → `1 + 1 · 2 · 511 = 1023` samples ≈ 46 ms;
-- the original WaveNet configuration for comparison: 3 stacks of 1..512, kernel 2 → 3070 samples ≈ 139 ms.
+- `ljspeech` preset: 3 stacks of 1..512 (30 layers), kernel 3 → `1 + 3 · 2 · 1023 = 6139` samples ≈ 278.4 ms;
+- `demo` preset: 1 stack of 1..512 (10 layers), kernel 3 → `1 + 1 · 2 · 1023 = 2047` samples ≈ 92.8 ms;
+- the original WaveNet configuration for comparison: 3 stacks of 1..512, kernel 2 → 3070 samples ≈ 139.2 ms.
 
-These are computed from the rates, not read from the training recipe, so this notebook keeps working if the presets
-change; notebook 03 looks at the model itself.
+The presets' rates and kernel sizes are read from `wavenet_dilated.presets` and their receptive fields recomputed with
+`dilation.receptive_field`; the cell checks them against the numbers above, so this text cannot drift from the presets
+unnoticed. Notebook 03 looks at what a receptive field means for a trained model.
 """),
     ("code", r"""
+from wavenet_dilated.presets import model_preset
+
 SAMPLE_RATE = 22050  # Hz
+ljspeech, demo = model_preset("ljspeech"), model_preset("demo")
 configs = {
-    "ljspeech (3 × 1..512, k=3)": (3, dil.exponential_dilations(10, n_stacks=3)),
-    "demo (2 × 1..256, k=2)": (2, dil.exponential_dilations(9, n_stacks=2)),
+    "ljspeech (3 × 1..512, k=3)": (ljspeech.kernel_size, list(ljspeech.dilations)),
+    "demo (1 × 1..512, k=3)": (demo.kernel_size, list(demo.dilations)),
     "WaveNet paper (3 × 1..512, k=2)": (2, dil.exponential_dilations(10, n_stacks=3)),
 }
 rf_samples = {}
@@ -165,10 +172,13 @@ for name, (k, rates) in configs.items():
     rf_samples[name] = rf
     print(f"{name:<34} {len(rates):>6} {rf:>13} {1000 * rf / SAMPLE_RATE:>8.1f}")
 
-assert rf_samples["ljspeech (3 × 1..512, k=3)"] == 1 + 2 * 3 * 1023 == 6139
-assert rf_samples["demo (2 × 1..256, k=2)"] == 1 + 1 * 2 * 511 == 1023
+# the text above, checked against the presets
+assert configs["ljspeech (3 × 1..512, k=3)"] == (3, dil.exponential_dilations(10, n_stacks=3)) and ljspeech.n_layers == 30
+assert configs["demo (1 × 1..512, k=3)"] == (3, dil.exponential_dilations(10, n_stacks=1)) and demo.n_layers == 10
+assert rf_samples["ljspeech (3 × 1..512, k=3)"] == ljspeech.receptive_field == 1 + 3 * 2 * 1023 == 6139
+assert rf_samples["demo (1 × 1..512, k=3)"] == demo.receptive_field == 1 + 1 * 2 * 1023 == 2047
 assert rf_samples["WaveNet paper (3 × 1..512, k=2)"] == 3070
-assert round(1000 * 6139 / SAMPLE_RATE, 1) == 278.4 and round(1000 * 1023 / SAMPLE_RATE, 1) == 46.4
+assert [round(1000 * rf / SAMPLE_RATE, 1) for rf in (6139, 2047, 3070)] == [278.4, 92.8, 139.2]
 
 fig, ax = plt.subplots(figsize=(7, 3.5))
 for name, (k, rates) in configs.items():
@@ -622,8 +632,25 @@ def build(cells: list[tuple[str, str]], slow: bool = False) -> nbformat.Notebook
     return nb
 
 
-# name: (cells, slow)
-NOTEBOOKS = {"01_receptive_fields.ipynb": (NB01, False), "02_context_module_segmentation.ipynb": (NB02, True)}
+def write_notebook(nb: nbformat.NotebookNode, name: str, execute: bool) -> None:
+    """Write ``nb`` as ``notebooks/<name>``, first running it top to bottom in a fresh kernel when ``execute``."""
+    if execute:
+        from nbclient import NotebookClient
+
+        start = time.time()
+        NotebookClient(nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(HERE)}}).execute()
+        print(f"{name}: executed in {time.time() - start:.0f} s")
+    nbformat.write(nb, HERE / name)
+    print(f"wrote {HERE / name}")
+
+
+def notebooks() -> dict[str, tuple[list[tuple[str, str]], bool]]:
+    """name: (cells, slow) of every notebook; 03's cells live in their own file."""
+    sys.path.insert(0, str(HERE))
+    import build_03_wavenet_receptive_field as nb03
+
+    return {"01_receptive_fields.ipynb": (NB01, False), "02_context_module_segmentation.ipynb": (NB02, True),
+            nb03.NAME: (nb03.CELLS, False)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -631,18 +658,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--execute", action="store_true", help="run each notebook in a fresh kernel and save outputs")
     parser.add_argument("names", nargs="*", help="only these notebooks (file names); default all")
     args = parser.parse_args(argv)
-    for name, (cells, slow) in NOTEBOOKS.items():
+    for name, (cells, slow) in notebooks().items():
         if args.names and name not in args.names:
             continue
-        nb = build(cells, slow)
-        if args.execute:
-            from nbclient import NotebookClient
-
-            start = time.time()
-            NotebookClient(nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(HERE)}}).execute()
-            print(f"{name}: executed in {time.time() - start:.0f} s")
-        nbformat.write(nb, HERE / name)
-        print(f"wrote {HERE / name}")
+        write_notebook(build(cells, slow), name, args.execute)
     return 0
 
 

@@ -1,22 +1,27 @@
-"""Writes notebooks/03_wavenet_receptive_field.ipynb (then execute it with nbclient to fill in the outputs).
+"""The cells of notebooks/03_wavenet_receptive_field.ipynb; writes (and with --execute, runs) it like _build.py does.
 
-    python notebooks/build_03_wavenet_receptive_field.py && \
-    jupyter nbconvert --to notebook --execute --inplace notebooks/03_wavenet_receptive_field.ipynb
+    python notebooks/build_03_wavenet_receptive_field.py --execute   # or: python notebooks/_build.py --execute
+
+``--execute`` runs it top to bottom in a fresh kernel and saves it with its outputs, which is how it is committed.
 """
 
+from __future__ import annotations
+
+import argparse
+import sys
 from pathlib import Path
 
-import nbformat as nbf
-
-cells = []
+NAME = "03_wavenet_receptive_field.ipynb"
+#: (kind, source) per cell, kind "md" or "code", as _build.build takes them
+CELLS: list[tuple[str, str]] = []
 
 
 def md(text: str) -> None:
-    cells.append(nbf.v4.new_markdown_cell(text.strip()))
+    CELLS.append(("md", text.strip()))
 
 
 def code(text: str) -> None:
-    cells.append(nbf.v4.new_code_cell(text.strip()))
+    CELLS.append(("code", text.strip()))
 
 
 md(r"""
@@ -30,6 +35,9 @@ looks at the price of that context at generation time: the naive generator pays 
 
 code(r"""
 import math, time
+import warnings
+
+warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm's notebook probe, irrelevant here
 import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -131,12 +139,15 @@ The naive generator re-runs the network over the last RF inputs for every new sa
 receptive field, i.e. **exponentially in the number of layers per stack** and linearly in stacks. The cached queue
 keeps one ring buffer per layer and touches each layer once per sample: its cost grows with the number of layers only.
 
-Per layer and sample the gated block costs $2\,(k R G + \tfrac{G}{2}(R + S))$ FLOPs (the performance model in
-`DESIGN.md`). The naive generator pays it for every position of the window (a convolution over the RF-long window at
+Per layer and sample the gated block costs $2\,(k R G + \tfrac{G}{2}(R + S))$ FLOPs (the per-layer count of the
+benchmark's cost model, `wavenet_dilated.bench.flops_per_sample`, described in `benchmarks/README.md`). The naive
+generator pays it for every position of the window (a convolution over the RF-long window at
 every layer), the cached one once.
 """)
 
 code(r"""
+from wavenet_dilated.bench import flops_per_sample
+
 def layer_flops(k, R, G, S):
     return 2 * (k * R * G + G // 2 * (R + S))
 
@@ -151,6 +162,7 @@ print(f"{'stacks':>6} {'layers':>6} {'RF':>6} {'cached MFLOP/sample':>20} {'naiv
 for r in rows:
     print(f"{r[0]:>6} {r[1]:>6} {r[2]:>6} {r[3]:>20.2f} {r[4]:>19.2f} {r[5]:>7.0f}")
 assert [r[2] for r in rows] == [2047, 4093, 6139]        # 1 + 2·1023·stacks for kernel 3
+assert layer_flops(3, 128, 256, 128) == flops_per_sample(cfg)["per_layer"]  # the benchmark counts the same
 assert all(r[5] == r[2] for r in rows)
 """)
 
@@ -199,9 +211,18 @@ The naive cost per sample grows with the receptive field while the cached queue 
 `wavenet-dilated bench` measures both at the preset sizes.
 """)
 
-nb = nbf.v4.new_notebook()
-nb.cells = cells
-nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-out = Path(__file__).with_name("03_wavenet_receptive_field.ipynb")
-nbf.write(nb, out)
-print(f"wrote {out}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--execute", action="store_true", help="run it in a fresh kernel and save it with outputs")
+    args = parser.parse_args(argv)
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import _build
+
+    _build.write_notebook(_build.build(CELLS), NAME, args.execute)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -17,7 +17,7 @@ import torch
 
 import wavenet_dilated.cli as cli_module
 from tests._cli import NET, RATE, make_checkpoints, run, script, subparsers
-from wavenet_dilated.cli import build_parser, cli
+from wavenet_dilated.cli import COMMANDS, build_parser, cli
 from wavenet_dilated.cli import train as train_command
 from wavenet_dilated.nn.dilation import compare_standard_dilated
 from wavenet_dilated.wavenet import WaveNet
@@ -127,7 +127,7 @@ def test_info_without_extras_and_as_json(ckpts, capsys):
 # ------------------------------------------------------------------------------------------------ bench
 
 
-def test_bench_is_wired_to_run_bench(monkeypatch, capsys):
+def test_bench_is_wired_to_run_bench(monkeypatch, capsys, tmp_path):
     calls = []
     fake = types.ModuleType("wavenet_dilated.bench")
     fake.run_bench = lambda **kwargs: calls.append(kwargs) or {"rows": [{"preset": "demo", "samples_per_s": 1.5}]}
@@ -137,8 +137,17 @@ def test_bench_is_wired_to_run_bench(monkeypatch, capsys):
     assert code == 0 and stdout.strip() == "TABLE demo"
     assert calls == [{"presets": ["demo", "small"], "quick": True, "device": "cpu"}]
     code, stdout, _ = run(["bench", "--json"], capsys)
-    assert json.loads(stdout) == {"rows": [{"preset": "demo", "samples_per_s": 1.5}]}
+    from wavenet_dilated.runtime import RUNTIME_ENV
+
+    settings = {k: os.environ.get(k) for k in RUNTIME_ENV}  # the runtime settings the numbers were measured under
+    assert json.loads(stdout) == {"rows": [{"preset": "demo", "samples_per_s": 1.5}], "runtime_env": settings}
     assert calls[-1] == {"quick": False}  # run_bench's own defaults for what was not asked
+    code, stdout, _ = run(["bench", "--checkpoint", "a.pt", "--batch", "2", "--precision", "bf16", "--no-naive",
+                           "--baseline", "main.json", "--json", str(tmp_path / "out.json")], capsys)
+    assert code == 0 and stdout.strip() == "TABLE demo"  # --json FILE: the table here, the JSON there
+    assert json.loads((tmp_path / "out.json").read_text())["rows"][0]["preset"] == "demo"
+    assert calls[-1] == {"quick": False, "checkpoints": [Path("a.pt")], "batches": [2], "precision": "bf16",
+                         "naive": False, "baseline": Path("main.json")}
 
 
 def test_bench_real_run_bench_json_and_table(monkeypatch, capsys):
@@ -220,7 +229,7 @@ def test_bench_quick_json_untrimmed(capsys):
 def test_every_command_documents_every_flag(capsys):
     parser = build_parser()
     commands = subparsers(parser)
-    assert set(commands) == {"sample", "rf", "bench", "info", "train"}
+    assert set(commands) == set(COMMANDS) >= {"sample", "vocode", "rf", "bench", "info", "train"}
     for name, sub in [("", parser), *commands.items()]:
         code, stdout, _ = run([name, "--help"] if name else ["--help"], capsys)
         assert code == 0
@@ -283,3 +292,62 @@ def test_closed_stdout_ends_quietly_with_the_sigpipe_status():
         os.close(write_end)
     assert proc.returncode == cli_module.EXIT_BROKEN_PIPE == 141
     assert proc.stderr == ""
+
+
+# ------------------------------------------------------------------------------------------------ train: loose ends
+
+
+def test_missing_corpus_is_reported_by_rank_0_alone(monkeypatch, tmp_path, capsys):
+    """Under torchrun every rank stops before the rendezvous, but only rank 0 prints why (not once per rank)."""
+    argv = ["train", "--data-dir", str(tmp_path / "no-corpus"), "--out-dir", str(tmp_path / "run")]
+    monkeypatch.setenv("RANK", "1")
+    code, stdout, err = run(argv, capsys)
+    assert code == 2 and stdout == "" and err == ""
+    monkeypatch.setenv("RANK", "0")
+    code, _, err = run(argv, capsys)
+    assert code == 2 and err.count("\n") == 1 and "no-corpus" in err and "--download" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_offline_download_is_one_line(monkeypatch, tmp_path, capsys):
+    """No network: ``train --download`` says so in one line (the reason, what was kept, the way by hand), and the
+    library raises an OSError with the same message and no chained traceback."""
+    import socket
+    import urllib.error
+    import urllib.request
+
+    from wavenet_dilated.data.download import download_ljspeech
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError(socket.gaierror(-2, "Name or service not known"))
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    code, _, err = run(["train", "--download", "--data-dir", str(tmp_path / "data"), "--out-dir",
+                        str(tmp_path / "run"), "--no-progress"], capsys)
+    assert code == 2 and err.count("\n") == 1 and err.startswith("wavenet-dilated: error: cannot download https://")
+    assert "Name or service not known (no network connection?)" in err and "LJSpeech-1.1.tar.bz2" in err
+    with pytest.raises(OSError, match="nothing was written; rerun when the network is back") as info:
+        download_ljspeech(tmp_path / "lib", progress=False)
+    assert info.value.__suppress_context__ and info.value.__cause__ is None
+
+
+def test_training_without_tensorboard_says_how_to_install_it(monkeypatch, tmp_path, capsys):
+    """tensorboard is the ``train`` extra: training without it stops before writing anything, with one line naming
+    the extra (rank 0 only under torchrun); the trainer's writer raises the same hint."""
+    import importlib.util
+
+    from wavenet_dilated.train.monitor import Monitor
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorboard" else real(name, *a))
+    argv = ["train", "--preset", "demo", "--out-dir", str(tmp_path / "run"), "--max-steps", "1"]
+    code, _, err = run(argv, capsys)
+    assert code == 2 and err.count("\n") == 1 and "pip install 'wavenet_dilated[train]'" in err
+    assert not (tmp_path / "run").exists()
+    monkeypatch.setenv("RANK", "1")
+    assert run(argv, capsys)[1:] == ("", "")
+    monkeypatch.delenv("RANK")
+    assert train_command.main(argv[1:]) == 2 and "wavenet_dilated[train]" in capsys.readouterr().err  # the recipe
+    with pytest.raises(ModuleNotFoundError, match=r"wavenet_dilated\[train\]") as info:
+        Monitor(tmp_path / "m", None, None).writer(0)
+    assert info.value.name == "tensorboard"

@@ -24,7 +24,7 @@ def test_wavenet_receptive_fields():
 
 @pytest.mark.parametrize("k,L", [(2, 10), (3, 6), (3, 10), (5, 4), (2, 1)])
 def test_exponential_formula(k, L):
-    # the chapter's 2^L(k-1)+1 is off by k-1; the exact form is 1 + (k-1)(2^L - 1)
+    # the 2^L(k-1)+1 found in some textbook summaries is off by k-1; the exact form is 1 + (k-1)(2^L - 1)
     assert dil.receptive_field(k, dil.exponential_dilations(L)) == 1 + (k - 1) * (2**L - 1)
 
 

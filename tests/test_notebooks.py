@@ -6,6 +6,7 @@ notebook runs on a temporary copy, in a temporary working directory, so the comm
 """
 
 import json
+import re
 import shutil
 import sys
 import time
@@ -59,6 +60,23 @@ def test_notebook_is_committed_with_outputs(path: Path):
     errors = [o for c in code for o in c.outputs if o.get("output_type") == "error"]
     assert not errors, f"{path.name} was committed with an error output: {errors[0].get('ename')}"
     assert any("image/png" in o.get("data", {}) for c in code for o in c.outputs), f"{path.name} shows no plot"
+
+
+#: what a local path looks like in an output: a home or working directory, or an installed package's file
+LOCAL_PATH = re.compile(r"(/home/|/Users/|/root/|/work/|site-packages|dist-packages|[A-Za-z]:\\Users\\)")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_committed_outputs_show_no_local_path(path: Path):
+    """Outputs are committed; a warning or traceback that names the machine it ran on must not be (nor anything that
+    would differ on a reader's machine)."""
+    nb = nbformat.read(path, as_version=4)
+    for i, cell in enumerate(c for c in nb.cells if c.cell_type == "code"):
+        for out in cell.get("outputs", []):
+            text = json.dumps({k: v for k, v in out.items() if k != "data"}) + json.dumps(
+                {k: v for k, v in out.get("data", {}).items() if k.startswith("text/")})
+            match = LOCAL_PATH.search(text)
+            assert match is None, f"{path.name}, code cell {i}: an output shows a local path ({match.group(0)!r}...)"
 
 
 @pytest.mark.parametrize("path", PARAMS)

@@ -1,4 +1,5 @@
-"""The ``wavenet-dilated`` command: ``sample``, ``rf``, ``bench``, ``info`` and ``train``, one module each.
+"""The ``wavenet-dilated`` command: ``sample``, ``vocode``, ``mel``, ``evaluate``, ``rf``, ``bench``, ``info`` and
+``train``, one module each.
 
 One entry point, :func:`cli`, behind the ``[project.scripts]`` entry (and ``python -m wavenet_dilated``). It returns an
 exit status instead of exiting, so tests can run it in-process::
@@ -21,8 +22,8 @@ are imported by :func:`build_parser`. Started as a program (``wavenet-dilated â€
   does;
 * ``bench`` restarts itself once with them in its environment after parsing, so that it measures under the settings
   the training command and ``benchmarks/run.py`` use;
-* ``sample``, ``rf`` and ``info`` run as they are: vocoding took the same time with and without the settings (within
-  the noise, less than a restart would add), and ``rf`` and ``info`` hardly compute.
+* ``sample``, ``vocode``, ``mel``, ``evaluate``, ``rf`` and ``info`` run as they are: vocoding took the same time with
+  and without the settings (within the noise, less than a restart would add), and ``rf`` and ``info`` hardly compute.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from .common import PROG, Parser, UsageError, fail, show_warning
 __all__ = ["COMMANDS", "build_parser", "cli"]
 
 #: the commands, in the order ``--help`` lists them
-COMMANDS = ("sample", "rf", "bench", "info", "train")
+COMMANDS = ("sample", "vocode", "mel", "evaluate", "rf", "bench", "info", "train")
 #: exit status when stdout was closed before the output was written (128 + SIGPIPE, as a shell reports it)
 EXIT_BROKEN_PIPE = 141
 #: the module ``python -m wavenet_dilated`` runs as ``__main__``
@@ -49,7 +50,8 @@ _MAIN_MODULE = f"{__package__.rpartition('.')[0]}.__main__"
 
 def build_parser() -> Parser:
     """The whole command line: one parser with a subparser per command; each sets ``run`` to its function."""
-    from . import bench, info, rf, sample, train  # they import torch: only once the runtime settings are applied
+    # they import torch: only once the runtime settings are applied
+    from . import bench, evaluate, info, mel, rf, sample, train, vocode
 
     parser = Parser(
         prog=PROG,
@@ -60,7 +62,7 @@ def build_parser() -> Parser:
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}",
                         help="print the package version and exit")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
-    for module in (sample, rf, bench, info, train):
+    for module in (sample, vocode, mel, evaluate, rf, bench, info, train):
         module.add_parser(commands)
     return parser
 

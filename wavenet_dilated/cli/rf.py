@@ -59,7 +59,7 @@ def add_parser(commands: Any) -> None:
         f"{dil.MAX_REACH_OFFSETS:,} offsets, and --measure refuses, saying what it would need, a stack that would "
         f"take more than {format_bytes(MAX_MEASURE_BYTES)}."),
         epilog=f"examples:\n  {PROG} rf --preset ljspeech\n  {PROG} rf --compare --layers 6\n"
-        f"  {PROG} rf --compare --layers 6 --dims 2        # the 3x3 table of the chapter\n"
+        f"  {PROG} rf --compare --layers 6 --dims 2        # standard vs dilated 3x3 stacks, side by side\n"
         f"  {PROG} rf --dilations 1,2,5 --stacks 3 --kernel 3",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -36,6 +36,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from ..audio import AudioConfig
 from ..data.cache import check_output_dir, preprocess
+from ..data.corpus import corpus_layout
 from ..data.dataset import check_crop_length
 from ..data.download import download_ljspeech
 from ..data.ljspeech import LJSPEECH_DIRNAME, LJSPEECH_URL, METADATA_FILE
@@ -43,9 +44,10 @@ from ..lock import DirectoryLock
 from ..presets import MODEL_PRESETS
 from ..train import distributed as dist
 from ..train.config import TrainConfig
+from ..train.monitor import require_tensorboard
 from ..train.trainer import DivergedError, Trainer
 from ..wavenet import WaveNetConfig
-from .common import PROG, UsageError, fail
+from .common import EXIT_USAGE, PROG, UsageError, fail
 
 __all__ = ["DEMO_CORPUS", "LJSPEECH_DIR", "PRESETS", "add_arguments", "add_parser", "apply_overrides", "build_parser",
            "main", "run"]
@@ -64,7 +66,7 @@ PRESETS: dict[str, dict[str, Any]] = {
             lr=1e-3, batch_size=8, max_time_steps=10240, max_steps=500_000, warmup_steps=4000, lr_decay="cosine",
             grad_clip=1.0, ema_decay=0.9999, log_every=100, val_every=10_000, val_max_utterances=64,
             val_max_time_steps=65536, checkpoint_every=10_000, keep_last=3, sample_every=50_000, sample_seconds=2.0,
-            num_workers=4,
+            num_workers=4, quality_utterances=3,  # copy-synthesis STOI, PESQ, … with every validation
         ),
         data_dir=LJSPEECH_DIR,
         val_fraction=0.02,
@@ -154,7 +156,9 @@ def apply_overrides(configs: dict[str, Any], assignments: Sequence[str]) -> dict
         if not matched:
             valid = "; ".join(f"{name}: {', '.join(f.name for f in dataclasses.fields(cls))}" for name, cls in _SECTIONS)
             raise UsageError(f"--set: unknown key {key!r}. Valid keys — {valid}")
-    return {name: dataclasses.replace(configs[name], **changes[name]) if changes[name] else configs[name]
+    if changes["audio"]:  # AudioConfig.replace: a new mel_format brings its convention's filterbank (unless set too)
+        configs = {**configs, "audio": configs["audio"].replace(**changes.pop("audio"))}
+    return {name: dataclasses.replace(configs[name], **changes[name]) if changes.get(name) else configs[name]
             for name, _ in _SECTIONS}
 
 
@@ -166,7 +170,8 @@ _DESCRIPTION = "Train a WaveNet vocoder on LJSpeech or the bundled demo corpus (
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The training flags, shared by ``wavenet-dilated train`` and the repository's recipe."""
     p.add_argument("--preset", choices=sorted(PRESETS), default="ljspeech", help="model/training preset")
-    p.add_argument("--data-dir", type=Path, help="LJSpeech-format corpus (metadata.csv, wavs/); default: "
+    p.add_argument("--data-dir", type=Path, help="LJSpeech-format corpus (metadata.csv, wavs/) or multi-speaker "
+                   "corpus (wavs/<speaker>/*.wav, or VCTK as extracted); default: "
                    f"{LJSPEECH_DIR} for ljspeech, the bundled corpus for demo")
     p.add_argument("--out-dir", type=Path, help="run directory (default runs/<preset>)")
     p.add_argument("--cache-dir", type=Path, help="preprocessed features (default <out-dir>/cache)")
@@ -184,6 +189,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, metavar="N",
                    help="intra-op CPU threads for training (default: 1 for demo, torch's default for ljspeech)")
     p.add_argument("--preprocess-only", action="store_true", help="build the feature cache and exit")
+    p.add_argument("--no-speakers", dest="use_speakers", action="store_false",
+                   help="on a multi-speaker corpus, train one speaker-independent model (default: condition on the "
+                        "speaker ids when the corpus has 2 speakers or more)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no tqdm bars")
 
 
@@ -206,12 +214,26 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
 
 def _missing_corpus_message(data_dir: Path, command: str) -> str:
     return (
-        f"no LJSpeech-format corpus at {str(data_dir)!r} (expected {METADATA_FILE} and wavs/ there).\n"
+        f"no LJSpeech-format corpus at {str(data_dir)!r} (expected {METADATA_FILE} and wavs/ there), nor a "
+        "multi-speaker one (wavs/<speaker>/<utterance>.wav, or VCTK's wav48_silence_trimmed/<speaker>/).\n"
         f"  To get LJSpeech (2.6 GB): {command} --download"
         f"{'' if data_dir == LJSPEECH_DIR else f' --data-dir {data_dir}'}\n"
         f"    or download {LJSPEECH_URL} and extract it so that {data_dir / METADATA_FILE} exists.\n"
         f"  To try the bundled demo instead: {command} --preset demo"
     )
+
+
+def _missing_requirement(args: argparse.Namespace, data_dir: Path, command: str) -> Exception | None:
+    """What a run cannot start without, checked before anything is written: the corpus (unless ``--download``) and,
+    when it will train, the tensorboard package (the ``train`` extra)."""
+    if corpus_layout(data_dir) is None and not args.download:
+        return FileNotFoundError(_missing_corpus_message(data_dir, command))
+    if not args.preprocess_only:
+        try:
+            require_tensorboard()
+        except ModuleNotFoundError as err:
+            return err
+    return None
 
 
 def _locate_corpus(data_dir: Path) -> Path:
@@ -284,9 +306,11 @@ def _fit(args: argparse.Namespace, trainer: Trainer, log: logging.Logger) -> int
 def run(args: argparse.Namespace, command: str) -> int:
     """Train as the flags say; ``command`` is how the user started it (for the hints in messages).
 
-    Returns 0 when done and 130 when stopped early (the same command resumes). Raises
+    Returns 0 when done, 130 when stopped early (the same command resumes), and 2 without a word on a torchrun rank
+    other than 0 when the corpus or the tensorboard package is missing (rank 0 raises the error). Raises
     :class:`~wavenet_dilated.lock.LockHeldError` (an ``OSError``) when another run holds ``--out-dir``,
-    ``FileNotFoundError`` for a missing corpus, :class:`UsageError` / ``ValueError`` for bad flags and settings, and
+    ``FileNotFoundError`` for a missing corpus, ``ModuleNotFoundError`` (``name="tensorboard"``) without the
+    ``train`` extra, :class:`UsageError` / ``ValueError`` for bad flags and settings, and
     :class:`~wavenet_dilated.train.trainer.DivergedError` when training diverges (NaN, or far above a uniform guess).
     """
     preset = PRESETS[args.preset]
@@ -306,9 +330,12 @@ def run(args: argparse.Namespace, command: str) -> int:
     dist.resolve_device(train_config.device)
     for name in ("max_time_steps", "val_max_time_steps"):
         check_crop_length(name, getattr(train_config, name), configs["audio"].hop_length)
-    if not (data_dir / METADATA_FILE).is_file() and not args.download:
-        # raised on every rank, before any of them waits at a barrier
-        raise FileNotFoundError(_missing_corpus_message(data_dir, command))
+    missing = _missing_requirement(args, data_dir, command)
+    if missing is not None:
+        # every rank stops here, before any of them waits at a barrier; rank 0 alone says why (once, not per rank)
+        if _launch_rank() != 0:
+            return EXIT_USAGE
+        raise missing
 
     threads = preset["threads"] if args.threads is None else args.threads
     if threads is not None:
@@ -324,7 +351,8 @@ def run(args: argparse.Namespace, command: str) -> int:
             _preprocess(args, preset, data_dir, cache_dir, configs["audio"], log)
             if args.preprocess_only:
                 return 0
-            trainer = Trainer(configs["model"], train_config, cache_dir, out_dir, resume=args.resume)
+            trainer = Trainer(configs["model"], train_config, cache_dir, out_dir, resume=args.resume,
+                              use_speakers=args.use_speakers)
             log.info("preset %s on %s; run directory %s", args.preset, device, out_dir)
             return _fit(args, trainer, log)
         finally:
@@ -341,6 +369,10 @@ def _run_command(args: argparse.Namespace) -> int:
         return run(args, f"{PROG} train")
     except DivergedError as err:
         return fail(str(err), status=1)
+    except ModuleNotFoundError as err:
+        if err.name != "tensorboard":  # a missing optional package says how to install it; anything else is a bug
+            raise
+        return fail(str(err))
     except KeyboardInterrupt:
         print(f"{PROG}: {_INTERRUPTED}", file=sys.stderr)
         return 130
@@ -358,6 +390,11 @@ def main(argv: Sequence[str] | None = None, prog: str = f"{PROG} train") -> int:
         print(f"error: {err}", file=sys.stderr)
         return 1
     except (ValueError, OSError) as err:  # OSError: a busy or unusable run directory (FileNotFoundError included)
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as err:
+        if err.name != "tensorboard":
+            raise
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

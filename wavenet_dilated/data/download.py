@@ -7,6 +7,7 @@ download resumes from its ``.part`` file, and no archive member is ever written 
 from __future__ import annotations
 
 import hashlib
+import http.client
 import logging
 import os
 import tarfile
@@ -105,7 +106,8 @@ def download(
         ValueError: size or sha256 mismatch (the bad file is deleted, so the next run starts afresh), a bad URL scheme,
             or an inconsistent server answer.
         FileNotFoundError: a ``file://`` URL names no file.
-        OSError: network errors (``urllib.error.URLError``) propagate; the ``.part`` file is kept for resuming.
+        OSError: the network failed or the server refused (one line: the reason, what was kept, how to fetch the file
+            by hand); the ``.part`` file is kept for resuming.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -126,11 +128,13 @@ def download(
         try:
             stream, offset, total = _open_at(url, offset, timeout)
         except urllib.error.HTTPError as e:
-            if not (e.code == 416 and offset):
-                raise
-            # "Range Not Satisfiable" for a request from the end of .part: it is complete; verification decides.
             e.close()
+            if not (e.code == 416 and offset):
+                raise _unreachable(url, path, part, f"the server answered HTTP {e.code} ({e.reason})") from None
+            # "Range Not Satisfiable" for a request from the end of .part: it is complete; verification decides.
             stream = None
+        except (urllib.error.URLError, TimeoutError, ConnectionError, http.client.HTTPException) as e:
+            raise _unreachable(url, path, part, _reason(e)) from None
     if stream is not None:
         with stream, open(part, "ab" if offset else "wb") as out:
             bar = tqdm(
@@ -138,7 +142,7 @@ def download(
                 desc=f"download {path.name}", disable=not progress,
             )  # fmt: skip
             with bar:
-                while chunk := stream.read(_CHUNK):
+                while chunk := _read(stream, url, path, part):
                     out.write(chunk)
                     bar.update(len(chunk))
     try:
@@ -148,6 +152,31 @@ def download(
         raise ValueError(f"download of {url!r} failed verification and was deleted: {e}") from None
     os.replace(part, path)
     return path
+
+
+def _reason(err: BaseException) -> str:
+    """What went wrong on the network, in words: the socket's reason inside a ``URLError``, else the error itself."""
+    reason = getattr(err, "reason", None) or err
+    text = " ".join(str(reason).split()) or type(reason).__name__
+    return f"{text} (no network connection?)" if isinstance(reason, OSError) else text
+
+
+def _unreachable(url: str, path: Path, part: Path, reason: str) -> OSError:
+    """The one-line error for a download that the network interrupted or refused: what happened, what was kept, and
+    how to do it by hand."""
+    kept = part.stat().st_size if part.is_file() else 0
+    resume = (f"the {kept:,} bytes received so far are kept in {str(part)!r} and the next run resumes from there"
+              if kept else "nothing was written")
+    return OSError(f"cannot download {url}: {reason}; {resume}; rerun when the network is back, or fetch the file "
+                   f"yourself and save it as {str(path)!r} (it is verified before use)")
+
+
+def _read(stream: Any, url: str, path: Path, part: Path) -> bytes:
+    """The next chunk of a download; a network failure mid-way is :func:`_unreachable` (the ``.part`` file stays)."""
+    try:
+        return stream.read(_CHUNK)
+    except (TimeoutError, ConnectionError, urllib.error.URLError, http.client.HTTPException) as e:
+        raise _unreachable(url, path, part, _reason(e)) from None
 
 
 def _check_member(member: tarfile.TarInfo, root: str) -> None:
