@@ -26,7 +26,9 @@ averaged by :class:`~torch.nn.parallel.DistributedDataParallel`; only rank 0 log
 
 This module is over 500 lines because it is the :class:`Trainer` class alone, cut into setup, step, validation,
 checkpoint and loop methods; what they use lives in the sibling modules (config, sampler, state, monitor, signals,
-fused_loss). Splitting the class itself would spread one object's state over several files.
+fused_loss, quality_log; speakers in :mod:`wavenet_dilated.data.speakers`). Each method only wires those together for
+the run's own state (model, EMA, optimiser, step, speakers, quality log); splitting the class itself would spread that
+one object's state over several files.
 
 Examples:
     >>> from wavenet_dilated.presets import MODEL_PRESETS
