@@ -76,7 +76,7 @@ def main() -> int:
     p.add_argument("--tree", action="append", metavar="NAME=PATH",
                    help="a source tree to measure (repeatable; default: this checkout as 'new')")
     p.add_argument("--preset", default="ljspeech")
-    p.add_argument("--precision", action="append", choices=["fp32", "bf16", "int8"],
+    p.add_argument("--precision", action="append", choices=["fp32", "bf16", "int8", "w8a8"],
                    help="repeatable (default: all three)")
     p.add_argument("--samples", type=int, default=16384, help="samples per row per measurement (default 16384)")
     p.add_argument("--batch", type=int, default=1)

@@ -217,6 +217,18 @@ def kernel_isa() -> str:
         return f"none ({' '.join(str(err).split())})"
 
 
+def _int8_dot() -> str:
+    """How the kernel's w8a8 products run here (:func:`wavenet_dilated.generation.kernel.kernel_int8_dot`), or
+    ``"unknown"`` for a kernel that does not say."""
+    from ..generation import kernel
+
+    report = getattr(kernel, "kernel_int8_dot", None)
+    try:
+        return "unknown" if report is None else str(report())
+    except (AttributeError, OSError, ValueError):
+        return "unknown"
+
+
 def machine_info() -> dict[str, Any]:
     """The CPU's name, core count, the kernel's ISA (:func:`kernel_isa`), torch version and threads, Python version and
     the load average now."""
@@ -229,7 +241,7 @@ def machine_info() -> dict[str, Any]:
                     break
     except OSError:
         pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "isa": kernel_isa(), "torch": torch.__version__,
+    return {"cpu": cpu, "cores": os.cpu_count(), "isa": kernel_isa(), "int8_dot": _int8_dot(), "torch": torch.__version__,
             "torch_threads": torch.get_num_threads(), "python": sys.version.split()[0],
             "load_avg": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
 

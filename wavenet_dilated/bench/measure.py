@@ -382,7 +382,8 @@ def run_bench(
     models = _models(presets if presets is not None else (() if checkpoints else ("ljspeech", "small")), checkpoints)
     log = _Log(progress)
     machine = machine_info()
-    log(f"machine: {machine['cpu']}, {machine['cores']} cores, kernel ISA {machine['isa']}, precision {precision}")
+    log(f"machine: {machine['cpu']}, {machine['cores']} cores, kernel ISA {machine['isa']} (w8a8 products: "
+        f"{machine.get('int8_dot', 'unknown')}), precision {precision}")
     if limits:
         machine["limits"] = machine_limits(quick, sorted({*all_threads, *threads}))
         log(format_limits(machine["limits"]))

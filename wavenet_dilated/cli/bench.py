@@ -21,7 +21,7 @@ from .common import PROG, device, int_at_least, positive_float, wrap
 __all__ = ["add_parser", "run"]
 
 #: the precisions ``--precision`` offers (the benchmark refuses one this build's fast path cannot run)
-PRECISIONS = ("fp32", "bf16", "int8")
+PRECISIONS = ("fp32", "bf16", "int8", "w8a8")
 
 
 def add_parser(commands: Any) -> None:

@@ -189,9 +189,11 @@ def add_generation_arguments(p: argparse.ArgumentParser, seed_help: str, seed_de
                    help="speaker of a speaker-conditioned model: the name its training corpus gave it, or its id in "
                    "[0, n_speakers - 1]; required by such a model, refused by others")
     p.add_argument("--device", choices=("cpu", "cuda"), help="where to run (default: cuda when available, else cpu)")
-    p.add_argument("--precision", choices=("fp32", "bf16", "int8"), default="fp32",
+    p.add_argument("--precision", choices=("fp32", "bf16", "int8", "w8a8"), default="fp32",
                    help="weights of the generation steps: fp32 (default, exact), bf16 or int8 (per-row scales, fp32 "
-                   "sums; faster where memory bandwidth limits generation; see the README's Performance section)")
+                   "sums; faster where memory bandwidth limits generation), or w8a8 (int8 weights and activations, "
+                   "exact int32 sums: the fastest on CPUs with AVX-512 VNNI or AVX-VNNI; CPU only); see the README's "
+                   "Performance section")
     p.add_argument("--no-ema", action="store_true",
                    help="use the raw trained weights even when the checkpoint holds EMA weights (default: EMA when "
                    "present)")

@@ -30,7 +30,11 @@ def _bits(value: Any) -> str:
 
 def _kernel_line(isa: str) -> str:
     """The compiled generation kernel of this machine: its vector ISA, or why there is none."""
-    return isa if isa.startswith("none") else f"{isa} vectors on this machine (weights fp32, bf16 or int8)"
+    if isa.startswith("none"):
+        return isa
+    from ..generation.kernel import kernel_int8_dot
+
+    return f"{isa} vectors on this machine (precisions fp32, bf16, int8, w8a8; w8a8 products: {kernel_int8_dot()})"
 
 
 def _print_section(title: str, section: dict[str, Any]) -> None:

@@ -81,6 +81,9 @@ def _resolve(model: WaveNet, backend: str, threads: int | None = None,
     """The backend to run and, for "cpp", its generator; "torch" with a warning when "auto" cannot run here."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, found {backend!r}")
+    if precision == "w8a8" and backend not in ("auto", "cpp"):
+        raise ValueError(f"precision 'w8a8' runs in the compiled CPU loop only (backend 'cpp' or 'auto'), not "
+                         f"{backend!r}; 'int8' is the nearest precision every backend has")
     if backend in ("reference", "torch"):
         return backend, None
     on_cuda = next(model.parameters()).device.type == "cuda"
@@ -95,7 +98,7 @@ def _resolve(model: WaveNet, backend: str, threads: int | None = None,
     try:
         return "cpp", FastGenerator(model, threads=threads, precision=precision)
     except FastPathUnavailable as err:
-        if backend == "auto":
+        if backend == "auto" and precision != "w8a8":
             _notice(str(err))
             return "torch", None
         raise
@@ -131,7 +134,9 @@ def fast_generate(
         threads: threads of the compiled CPU loop (default: chosen as it runs, see :class:`FastGenerator`).
         precision: weights of the step matrices: ``"fp32"`` (default), ``"bf16"`` or ``"int8"`` (per-row scales; sums
             stay fp32). The reduced ones generate from :func:`~.precision.quantize_model` — on every backend, so the
-            reference and CUDA-graph paths run that model in fp32.
+            reference and CUDA-graph paths run that model in fp32. ``"w8a8"`` (int8 weights and activations) runs in
+            the compiled CPU loop only: :class:`FastPathUnavailable` where it cannot run, ``ValueError`` for another
+            backend.
 
     Returns:
         ``(B, n_samples)``: int64 μ-law classes (categorical) or floats in [−1, 1].
@@ -183,6 +188,8 @@ def fast_logits(
     model.check_inputs(inputs)
     check_precision(precision)
     if backend == "reference":
+        if precision == "w8a8":  # its activations are rounded in the forward only
+            return quantize_model(model, precision)(inputs, mel=mel, speaker=speaker)
         if precision != "fp32":
             model = quantize_model(model, precision)
         return gen_mod.cached_logits(model, inputs, mel, speaker)

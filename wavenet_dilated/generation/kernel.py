@@ -43,7 +43,7 @@ from pathlib import Path
 from . import abi
 
 __all__ = ["CSRC", "KERNEL_SOURCE", "FLAGS", "ISA_FLAGS", "KernelUnavailable", "load_kernel", "load_library",
-           "cache_dir", "compiler", "build_target", "kernel_isa"]
+           "cache_dir", "compiler", "build_target", "kernel_isa", "kernel_int8_dot"]
 
 #: the C++ sources (package data)
 CSRC = Path(__file__).resolve().parent / "csrc"
@@ -207,10 +207,19 @@ def load_kernel(isa: str | None = None) -> ctypes.CDLL:
         raise KernelUnavailable(f"the fast-generation kernel's structs differ from generation/abi.py: {mismatch}")
     lib.wn_isa.restype = ctypes.c_char_p
     lib.wn_isa.argtypes = []
+    lib.wn_int8_dot.restype = ctypes.c_char_p
+    lib.wn_int8_dot.argtypes = []
     lib.wn_run.restype = ctypes.c_int
     lib.wn_run.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64,
                            ctypes.c_void_p, ctypes.c_int32, ctypes.c_float, ctypes.c_void_p, ctypes.c_void_p,
                            ctypes.c_void_p]
+    lib.wn_quantize.restype = None
+    lib.wn_quantize.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int32, ctypes.c_int32, ctypes.c_void_p,
+                                ctypes.c_void_p, ctypes.c_void_p]
+    lib.wn_qproduct.restype = None
+    lib.wn_qproduct.argtypes = [ctypes.c_void_p, ctypes.c_int32, ctypes.c_int32, ctypes.c_int32, ctypes.c_void_p,
+                                ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int32, ctypes.c_int32,
+                                ctypes.c_void_p, ctypes.c_void_p]
     lib.wn_project.restype = None
     lib.wn_project.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int32, ctypes.c_void_p, ctypes.c_int64,
                                ctypes.c_void_p]
@@ -226,5 +235,15 @@ def kernel_isa() -> str:
     ``"generic"`` — or ``"none: <why>"`` when it cannot be built or loaded here (builds it on first call)."""
     try:
         return load_kernel().wn_isa().decode()
+    except KernelUnavailable as err:
+        return f"none: {err}"
+
+
+def kernel_int8_dot() -> str:
+    """How the kernel's ``"w8a8"`` products multiply int8 by int8: ``"avx512-vnni"`` or ``"avx-vnni"`` (one
+    ``vpdpbusd`` per 4 products and lane), else ``"int32 lanes"`` (the same exact sums from widened lanes: correct,
+    not faster than ``"int8"``); ``"none: <why>"`` without a kernel."""
+    try:
+        return load_kernel().wn_int8_dot().decode()
     except KernelUnavailable as err:
         return f"none: {err}"

@@ -134,6 +134,32 @@ class _Stream:
             self.n_scales += rows
         return m
 
+    def pack_tiles(self, w: np.ndarray, tiles: int, scale: np.ndarray) -> _Matrix:
+        """Append ``w (rows, in)`` (int8 codes, ``in`` a multiple of 4) for the int8 × int8 products of ``"w8a8"``
+        (``csrc/qmatmul.h``): blocks of ``tiles`` tiles of 16 rows (the last block fewer; rows past the end are zero),
+        each block input-group-major, a tile's 64 bytes ``w[16·v + r][4·g + k] + 128`` at byte ``4·r + k``;
+        ``ry`` of the matrix is ``tiles``."""
+        rows, n_in = w.shape
+        assert n_in % 4 == 0 and w.dtype == np.int8 and self.dtype == np.int8, (n_in, w.dtype, self.dtype)
+        assert scale.shape == (rows,), scale.shape
+        padded = -(-rows // TILE) * TILE
+        u = np.full((padded, n_in), 128, np.uint8)
+        u[:rows] = (w.astype(np.int16) + 128).astype(np.uint8)
+        m = _Matrix(self.size, rows, n_in, tiles, self.n_scales)
+        for r0 in range(0, padded, TILE * tiles):
+            block = u[r0 : r0 + TILE * tiles]
+            t = block.shape[0] // TILE
+            groups = block.reshape(t, TILE, n_in // 4, 4).transpose(2, 0, 1, 3)  # (group, tile, row, 4 inputs)
+            self.pieces.append(np.ascontiguousarray(groups).reshape(-1).view(np.int8))
+            self.size += groups.size
+        pad = (-self.size) % 64
+        if pad:
+            self.pieces.append(np.zeros(pad, np.int8))
+            self.size += pad
+        self.scale_pieces.append(scale.astype(np.float32))
+        self.n_scales += rows
+        return m
+
     def array(self) -> np.ndarray:
         out = aligned(self.size, self.dtype)
         np.concatenate(self.pieces, out=out)
@@ -145,6 +171,13 @@ class _Stream:
             np.concatenate(self.scale_pieces, out=out[: self.n_scales])
         return out
 
+
+#: rows per tile of the int8 × int8 products (csrc/qmatmul.h)
+TILE = 16
+#: tiles per packed block of the ``"w8a8"`` matrices, for each ``ry`` of the others (64, 32 or 16 rows), and of the
+#: past-tap matrices (whose products have ``block × batch`` columns)
+W8A8_TILES = {8: 4, 4: 2, 2: 1, 1: 1}
+W8A8_PAST_TILES = 2
 
 _NONE = (0, 0, 0, 1, 0)  # an empty matrix (a layer without residual or without blocked past taps)
 
@@ -190,15 +223,19 @@ class Packed:
         if out2_scale is not None:
             out2_scale[: f.out2.shape[0]] = sc("out2", 0, slice(None))
         mats = {}
+        pack = stream.pack
+        if f.precision == "w8a8":
+            def pack(w, ry, scale):  # noqa: E306 - the layers' matrices of w8a8: tiles for int8 × int8 products
+                return stream.pack_tiles(w, W8A8_TILES[ry], scale)
         for t in range(n_threads):
             a, b = self.col0[t], self.col0[t + 1]
             for i in range(c.n_layers):
                 cur = slice((K - 1) * R, None) if self.block[i] > 1 else slice(None)  # blocked: the current tap only
-                mats["a", i, t] = stream.pack(f.conv[i][a:b, cur], ry, sc("conv", i, slice(a, b)))
-                mats["b", i, t] = stream.pack(f.conv[i][H + a : H + b, cur], ry, sc("conv", i, slice(H + a, H + b)))
-                mats["s", i, t] = stream.pack(f.skip[i][:, a:b], ry, sc("skip", i, slice(None)))
+                mats["a", i, t] = pack(f.conv[i][a:b, cur], ry, sc("conv", i, slice(a, b)))
+                mats["b", i, t] = pack(f.conv[i][H + a : H + b, cur], ry, sc("conv", i, slice(H + a, H + b)))
+                mats["s", i, t] = pack(f.skip[i][:, a:b], ry, sc("skip", i, slice(None)))
                 rs = f.res[i]
-                mats["r", i, t] = stream.pack(rs[:, a:b], ry, sc("res", i, slice(None))) if rs.shape[0] else \
+                mats["r", i, t] = pack(rs[:, a:b], ry, sc("res", i, slice(None))) if rs.shape[0] else \
                     _Matrix(0, 0, b - a, 1, 0)
             rows = slice(self.row0[t], self.row0[t + 1])
             mats["o1", 0, t] = stream.pack(f.out1[rows], ry, sc("out1", 0, rows))
@@ -219,7 +256,11 @@ class Packed:
             a, b = self.col0[t], self.col0[t + 1]
             for i in range(c.n_layers):
                 past = self.folded.conv[i][:, : (K - 1) * R]
-                if self.block[i] > 1:
+                if self.block[i] > 1 and self.folded.precision == "w8a8":
+                    mats["pa", i, t] = stream.pack_tiles(past[a:b], W8A8_PAST_TILES, self._scale("conv", i, slice(a, b)))
+                    mats["pb", i, t] = stream.pack_tiles(past[H + a : H + b], W8A8_PAST_TILES,
+                                                         self._scale("conv", i, slice(H + a, H + b)))
+                elif self.block[i] > 1:
                     mats["pa", i, t] = stream.pack(past[a:b], _threads.PAST_RY, self._scale("conv", i, slice(a, b)))
                     mats["pb", i, t] = stream.pack(past[H + a : H + b], _threads.PAST_RY,
                                                    self._scale("conv", i, slice(H + a, H + b)))

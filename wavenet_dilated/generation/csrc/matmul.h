@@ -136,6 +136,7 @@ static void matmul_blocks(const WNModel* m, const WNMatrix& M, int b0, int b1, c
         case WN_BF16:
             matmul_typed((const bf16_t*)m->weights, m->scales, M, b0, b1, in, B, init, ld_init, y, ldy); break;
         case WN_INT8:
+        case WN_W8A8:   // its output 1x1s (the others go through qmatmul.h)
             matmul_typed((const int8_t*)m->weights, m->scales, M, b0, b1, in, B, init, ld_init, y, ldy); break;
         default:
             matmul_typed((const float*)m->weights, nullptr, M, b0, b1, in, B, init, ld_init, y, ldy); break;

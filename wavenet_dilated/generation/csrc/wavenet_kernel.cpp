@@ -15,6 +15,8 @@
 
 // The vector ISA this library was built for (simd.h): "avx512", "avx2+fma", "neon" or "generic".
 extern "C" const char* wn_isa() { return WN_ISA; }
+// How the w8a8 products multiply int8 by int8 (qmatmul.h): "avx512-vnni", "avx-vnni" or "int32 lanes".
+extern "C" const char* wn_int8_dot() { return WN_QDOT; }
 
 // ----------------------------------------------------------------------------------------------- the loop
 // Every thread runs this loop (see Worker).
@@ -74,6 +76,41 @@ extern "C" int wn_run(const WNModel* m, WNState* s, int64_t n_steps, const float
     if (rc == 0) s->step += n_steps;
     free(run.skip_part); free(run.res_part); free(run.logit_part);
     return rc;
+}
+
+// ----------------------------------------------------------------------------------------------- w8a8 pieces
+// The activation quantiser and the int8 product of qmatmul.h on their own, for the tests to hold against numpy.
+// codes (rows, n), scale (rows), sum (rows) of x (rows, n): quantize_dynamic (unit != 0: quantize_unit, scale 1/127).
+extern "C" void wn_quantize(const float* x, int64_t rows, int32_t n, int32_t unit, int8_t* q, float* scale,
+                            int32_t* sum) {
+    for (int64_t r = 0; r < rows; ++r) {
+        if (unit) {
+            sum[r] = quantize_unit(x + r * n, n, q + r * n);
+            scale[r] = 1.0f / 127.0f;
+        } else {
+            quantize_dynamic(x + r * n, n, q + r * n, scale + r, sum + r);
+        }
+    }
+}
+
+// y (B, rows) = init + rowscale * sum over parts of scale_p * (W_p q_p) for one matrix packed by packing.py's
+// pack_tiles at byte 0 of `packed`: codes (B, parts * n) column-major, scale and sum (B, parts).
+extern "C" void wn_qproduct(const void* packed, int32_t rows, int32_t n_in, int32_t tiles, const float* rowscale,
+                            const int8_t* codes, const float* scale, const int32_t* sum, int32_t parts, int32_t B,
+                            const float* init, float* y) {
+    WNModel m;
+    memset(&m, 0, sizeof m);
+    m.weights = packed;
+    m.scales = rowscale;
+    WNMatrix M;
+    memset(&M, 0, sizeof M);
+    M.rows = rows; M.in = n_in; M.ry = tiles;
+    QInputs in;
+    in.parts = parts; in.n = parts > 0 ? n_in / parts : 0; in.ldq = n_in; in.lds = parts;
+    for (int p = 0; p < parts && p < 8; ++p) {
+        in.q[p] = codes + (int64_t)p * in.n; in.scale[p] = scale + p; in.sum[p] = sum + p;
+    }
+    qmatmul(&m, M, in, B, init, rows, y, rows);
 }
 
 // ----------------------------------------------------------------------------------------------- upsampling

@@ -5,7 +5,9 @@
 
 // ----------------------------------------------------------------------------------------------- packed matrices
 // Weight precisions (WNModel.precision): the element type of WNModel.weights.
-enum { WN_FP32 = 0, WN_BF16 = 1, WN_INT8 = 2 };
+// WN_W8A8: int8 weights and int8 activations (qmatmul.h) for every layer's conv, skip and residual 1x1s; its output
+// 1x1s are packed and multiplied as WN_INT8's.
+enum { WN_FP32 = 0, WN_BF16 = 1, WN_INT8 = 2, WN_W8A8 = 3 };
 
 struct WNMatrix {            // a packed (rows x in) matrix: blocks of 8*ry rows, each (in, rows_in_block) contiguous
     int64_t offset;          // into WNModel.weights (elements of the precision's type)

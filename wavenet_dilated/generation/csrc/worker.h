@@ -10,6 +10,7 @@
 #include <atomic>
 
 #include "matmul.h"
+#include "qmatmul.h"
 #include "sampling.h"
 #include "simd.h"
 #include "simd_math.h"
@@ -88,6 +89,7 @@ struct Worker {
     const int c0, cw;               // the gate channels this thread owns
     const int s0, sw;               // the rows of the first output 1x1 this thread owns
     const bool quantized;
+    const bool w8a8;                // WN_W8A8: the layers' products take int8 codes of their inputs (qmatmul.h)
     int64_t epoch = 0;
     int phase = 0;
     float* h;
@@ -100,6 +102,20 @@ struct Worker {
     int64_t* prev_i;
     float* prev_f;
     float* my_skip;
+    // w8a8: codes, scales and code sums of this layer's input at this step (B, R), of a direct layer's earlier taps
+    // (K-1, B, R), of a block's past inputs (block*B, K-1, R), and of the gate output (B, cw; scale 1/127)
+    int8_t* xq = nullptr;
+    float* xs = nullptr;
+    int32_t* xsum = nullptr;
+    int8_t* tq = nullptr;
+    float* ts = nullptr;
+    int32_t* tsum = nullptr;
+    int8_t* pq = nullptr;
+    float* ps = nullptr;
+    int32_t* psum = nullptr;
+    int8_t* zq = nullptr;
+    float* zs = nullptr;
+    int32_t* zsum = nullptr;
     // the step at hand
     int64_t t = 0, step = 0;
     const float* cond = nullptr;
@@ -113,7 +129,7 @@ struct Worker {
     Worker(Run* run_, int tid_)
         : run(run_), m(run_->m), s(run_->s), tid(tid_), L(m->n_layers), R(m->R), G(m->G), S(m->S), K(m->K),
           H(G / 2), B(s->batch), nt(m->n_threads), NO(m->n_out_pad), c0(m->col0[tid]),
-          cw(m->col0[tid + 1] - c0), s0(m->row0[tid]), sw(m->row0[tid + 1] - s0), quantized(m->head == 0) {
+          cw(m->col0[tid + 1] - c0), s0(m->row0[tid]), sw(m->row0[tid + 1] - s0), quantized(m->head == 0), w8a8(m->precision == WN_W8A8) {
         h = scratch((size_t)B * 2 * (cw > 0 ? cw : 1));
         z = scratch((size_t)B * (cw > 0 ? cw : 1));
         relu_skip = scratch((size_t)B * S);
@@ -127,12 +143,30 @@ struct Worker {
         prev_f = (float*)malloc(sizeof(float) * B);
         my_skip = run->skip_part + (int64_t)tid * B * S;
         for (int b = 0; b < B; ++b) { prev_i[b] = s->prev_class[b]; prev_f[b] = s->prev_value[b]; }
+        if (w8a8) {
+            const int64_t cols = (int64_t)max_block * B * (K - 1);
+            xq = (int8_t*)scratch(((size_t)B * R + 3) / 4);
+            xs = scratch(B);
+            xsum = (int32_t*)scratch(B);
+            tq = (int8_t*)scratch(((size_t)(K - 1) * B * R + 3) / 4 + 1);
+            ts = scratch((size_t)(K - 1) * B + 1);
+            tsum = (int32_t*)scratch((size_t)(K - 1) * B + 1);
+            pq = (int8_t*)scratch(((size_t)cols * R + 3) / 4 + 1);
+            ps = scratch((size_t)cols + 1);
+            psum = (int32_t*)scratch((size_t)cols + 1);
+            zq = (int8_t*)scratch(((size_t)B * (cw > 0 ? cw : 1) + 3) / 4);
+            zs = scratch(B);
+            zsum = (int32_t*)scratch(B);
+            for (int b = 0; b < B; ++b) zs[b] = 1.0f / 127.0f;
+        }
     }
     Worker(const Worker&) = delete;
     Worker& operator=(const Worker&) = delete;
     ~Worker() {
         free(h); free(z); free(relu_skip); free(hidden); free(logits); free(work); free(prev_i); free(prev_f);
         free(xpast);
+        free(xq); free(xs); free(xsum); free(tq); free(ts); free(tsum); free(pq); free(ps); free(psum);
+        free(zq); free(zs); free(zsum);
     }
 
     // The inputs of step t (forced ones, layer 0's class ring) and the skip sums' start.
@@ -165,6 +199,9 @@ struct Worker {
         ring = s->rings + s->ring_offset[l];
         x_now = ring + slot * B * R;
         layer_input(l);
+        if (w8a8 && !(l == 0 && m->first_table))
+            for (int b = 0; b < B; ++b)
+                quantize_dynamic(x_now + (int64_t)b * R, R, xq + (int64_t)b * R, xs + b, xsum + b);
         if (cw > 0) {
             if (l == 0 && m->first_table) conv_from_tables();
             else if (m->block[l] > 1) conv_blocked(l);
@@ -174,18 +211,31 @@ struct Worker {
                 gate(hb, hb + cw, z + (int64_t)b * cw, cw);
             }
         }
-        Inputs zin;
-        zin.parts = 1; zin.ldx = cw; zin.x[0] = z; zin.n[0] = cw;
         const WNMatrix& Ms = m->skip[(int64_t)l * nt + tid];
-        matmul_blocks(m, Ms, 0, n_blocks(Ms), zin, B, my_skip, S, my_skip, S);
-        if (l < L - 1) {
-            float* part = run->res_part + ((int64_t)(phase & 1) * nt + tid) * B * R;
-            const WNMatrix& Mr = m->res[(int64_t)l * nt + tid];
-            matmul_blocks(m, Mr, 0, n_blocks(Mr), zin, B, nullptr, 0, part, R);
+        const WNMatrix& Mr = m->res[(int64_t)l * nt + tid];
+        float* part = run->res_part + ((int64_t)(phase & 1) * nt + tid) * B * R;
+        if (w8a8) {
+            for (int b = 0; b < B; ++b) zsum[b] = quantize_unit(z + (int64_t)b * cw, cw, zq + (int64_t)b * cw);
+            const QInputs zin = single(zq, zs, zsum, cw);
+            qmatmul(m, Ms, zin, B, my_skip, S, my_skip, S);
+            if (l < L - 1) qmatmul(m, Mr, zin, B, nullptr, 0, part, R);
+        } else {
+            Inputs zin;
+            zin.parts = 1; zin.ldx = cw; zin.x[0] = z; zin.n[0] = cw;
+            matmul_blocks(m, Ms, 0, n_blocks(Ms), zin, B, my_skip, S, my_skip, S);
+            if (l < L - 1) matmul_blocks(m, Mr, 0, n_blocks(Mr), zin, B, nullptr, 0, part, R);
         }
         x_prev = (l == 0 && m->first_table) ? nullptr : x_now;
         run->barrier.wait(tid, epoch);  // every thread's residual (and, after the last layer, skip) parts are in
         ++phase;
+    }
+
+    // One part of B columns of n codes each, column-major.
+    static QInputs single(const int8_t* q, const float* scale, const int32_t* sum, int n) {
+        QInputs in;
+        in.parts = 1; in.n = n; in.ldq = n; in.lds = 1;
+        in.q[0] = q; in.scale[0] = scale; in.sum[0] = sum;
+        return in;
     }
 
     // x_now: the continuous input's 1x1 embedding (layer 0), or the residual sum of the layer before (l > 0).
@@ -242,7 +292,21 @@ struct Worker {
         const int nb = m->block[l];
         float* pre = s->pre + s->pre_offset[l];
         const int KR = (K - 1) * R;
-        if (step % nb == 0) {
+        if (step % nb == 0 && w8a8) {
+            for (int i = 0; i < nb; ++i)
+                for (int j = 0; j < K - 1; ++j) {
+                    const int64_t src = ((step + i - (int64_t)(K - 1 - j) * d) % P + P) % P;
+                    for (int b = 0; b < B; ++b) {
+                        const int64_t c = ((int64_t)i * B + b) * (K - 1) + j;
+                        quantize_dynamic(ring + (src * B + b) * R, R, pq + c * R, ps + c, psum + c);
+                    }
+                }
+            QInputs pin;
+            pin.parts = K - 1; pin.n = R; pin.ldq = KR; pin.lds = K - 1;
+            for (int j = 0; j < K - 1; ++j) { pin.q[j] = pq + (int64_t)j * R; pin.scale[j] = ps + j; pin.sum[j] = psum + j; }
+            qmatmul(m, m->past_a[(int64_t)l * nt + tid], pin, nb * B, nullptr, 0, pre + c0, G);
+            qmatmul(m, m->past_b[(int64_t)l * nt + tid], pin, nb * B, nullptr, 0, pre + H + c0, G);
+        } else if (step % nb == 0) {
             for (int i = 0; i < nb; ++i)
                 for (int j = 0; j < K - 1; ++j) {
                     const int64_t src = ((step + i - (int64_t)(K - 1 - j) * d) % P + P) % P;
@@ -269,6 +333,12 @@ struct Worker {
         }
         const WNMatrix& Ma = m->conv_a[(int64_t)l * nt + tid];
         const WNMatrix& Mb = m->conv_b[(int64_t)l * nt + tid];
+        if (w8a8) {
+            const QInputs in = single(xq, xs, xsum, R);
+            qmatmul(m, Ma, in, B, h, 2 * cw, h, 2 * cw);
+            qmatmul(m, Mb, in, B, h + cw, 2 * cw, h + cw, 2 * cw);
+            return;
+        }
         Inputs in;
         in.parts = 1; in.ldx = R; in.x[0] = x_now; in.n[0] = R;
         matmul_blocks(m, Ma, 0, n_blocks(Ma), in, B, h, 2 * cw, h, 2 * cw);
@@ -279,6 +349,23 @@ struct Worker {
     WN_INLINE void conv_direct(int l) {
         const WNMatrix& Ma = m->conv_a[(int64_t)l * nt + tid];
         const WNMatrix& Mb = m->conv_b[(int64_t)l * nt + tid];
+        const float* term = cond + (int64_t)l * G;
+        if (w8a8) {   // the earlier taps' codes, then this step's (already made in layer())
+            QInputs in;
+            in.parts = K; in.n = R; in.ldq = R; in.lds = 1;
+            for (int j = 0; j < K - 1; ++j) {
+                const float* tap = ring + ((slot - (int64_t)(K - 1 - j) * d) % P + P) % P * B * R;
+                for (int b = 0; b < B; ++b) {
+                    const int64_t c = (int64_t)j * B + b;
+                    quantize_dynamic(tap + (int64_t)b * R, R, tq + c * R, ts + c, tsum + c);
+                }
+                in.q[j] = tq + (int64_t)j * B * R; in.scale[j] = ts + (int64_t)j * B; in.sum[j] = tsum + (int64_t)j * B;
+            }
+            in.q[K - 1] = xq; in.scale[K - 1] = xs; in.sum[K - 1] = xsum;
+            qmatmul(m, Ma, in, B, term + c0, L * G, h, 2 * cw);
+            qmatmul(m, Mb, in, B, term + H + c0, L * G, h + cw, 2 * cw);
+            return;
+        }
         Inputs in;
         in.parts = K;
         in.ldx = R;
@@ -287,7 +374,6 @@ struct Worker {
             in.x[j] = ring + ((slot - back) % P + P) % P * B * R;
             in.n[j] = R;
         }
-        const float* term = cond + (int64_t)l * G;
         matmul_blocks(m, Ma, 0, n_blocks(Ma), in, B, term + c0, L * G, h, 2 * cw);
         matmul_blocks(m, Mb, 0, n_blocks(Mb), in, B, term + H + c0, L * G, h + cw, 2 * cw);
     }
