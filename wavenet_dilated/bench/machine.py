@@ -175,7 +175,8 @@ def machine_limits(quick: bool = False, threads: Sequence[int] = (1, 2)) -> dict
         return {"error": str(err)}
     llc = fastgen.last_level_cache()
     dram = 256 << 20
-    out: dict[str, Any] = {"last_level_cache_bytes": llc, "fma_gflops": {}, "dram_gbps": {}, "cache_gbps": {}}
+    out: dict[str, Any] = {"last_level_cache_bytes": llc, "fma_gflops": {}, "dram_gbps": {}, "cache_gbps": {},
+                           "int8_dot": _int8_dot()}
     with LoadMeter() as meter:
         for t in threads:
             out["fma_gflops"][t] = max(lib.wn_fma_gflops(t, 20_000_000 if quick else 100_000_000) for _ in range(2))

@@ -25,7 +25,11 @@ RTF_CONVENTION = "RTF = compute time / duration of the audio generated (all batc
 
 #: bytes one weight takes at each precision of the generation kernel (int8: per-row scales not counted, so the
 #: ceiling stays an upper bound)
-BYTES_PER_WEIGHT = {"fp32": 4, "bf16": 2, "int8": 1}
+BYTES_PER_WEIGHT = {"fp32": 4, "bf16": 2, "int8": 1, "w8a8": 1}
+#: the arithmetic bound of w8a8 where the kernel multiplies with vpdpbusd: 4 products per lane and instruction against
+#: one per fp32 FMA, at most (the instruction's throughput is not above the FMA's), so the fp32 FMA peak times 4 is an
+#: upper bound of the arithmetic rate
+VNNI_PRODUCTS_PER_FMA = 4
 
 # --------------------------------------------------------------------------------------------------- targets
 
@@ -148,6 +152,8 @@ def generation_ceilings(config: WaveNetConfig, flops: dict[str, int], batch: int
         gbps[t], load = stream_gbps(wb, t, quick)
         loads.append(load)
     step_flops = batch * (flops["total"] - flops["conditioning"])
+    if precision == "w8a8" and "vnni" in str(limits.get("int8_dot", "")):
+        step_flops /= VNNI_PRODUCTS_PER_FMA
     what = f"reading {wb / 1e6:.1f} MB of {precision} weights per step"
     out: dict[str, Any] = {str(t): _bound(batch, step_flops, wb, {t: limits["fma_gflops"][t]}, gbps, what)
                            for t in limits["fma_gflops"]}
