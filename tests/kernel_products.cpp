@@ -1,6 +1,7 @@
 // A C-level exactness check of the fast-generation kernel's vector code (generation/csrc): the packed matrix products
 // (matmul.h) for fp32, bf16 and int8 weights, every row-block size and column count, with and without an initial term;
-// and the gate and exp (simd_math.h). Built for any target by tests/test_kernel_portable.py (natively for each x86
+// the int8 x int8 products of w8a8 (qmatmul.h: exact int32 sums, compared with equality); and the gate and exp
+// (simd_math.h). Built for any target by tests/test_kernel_portable.py (natively for each x86
 // ISA, and cross-compiled for aarch64 and run under qemu-aarch64); prints "ok <isa> <checks>" and exits 0, or prints
 // the first failure and exits 1.
 //
@@ -15,6 +16,7 @@
 #include <initializer_list>
 
 #include "matmul.h"
+#include "qmatmul.h"
 #include "simd_math.h"
 #include "wavenet_kernel.h"
 
@@ -135,6 +137,64 @@ static int check_math() {
     return 0;
 }
 
+// w8a8: W (rows x parts*n, int8) packed in tiles as packing.py's pack_tiles does, times codes of B columns with unit
+// scales: every result is an integer below 2^24, so the fp32 results must equal the int64 sums exactly.
+static int check_qproduct(int rows, int parts, int n, int tiles, int B) {
+    const int n_in = parts * n, padded = (rows + WN_QTILE - 1) / WN_QTILE * WN_QTILE;
+    int8_t* w = (int8_t*)malloc((size_t)rows * n_in);
+    uint8_t* packed = (uint8_t*)malloc((size_t)padded * n_in + 64);
+    int8_t* q = (int8_t*)malloc((size_t)B * n_in);
+    float* ones = (float*)malloc(sizeof(float) * (size_t)(padded + B * parts));
+    int32_t* sums = (int32_t*)malloc(sizeof(int32_t) * (size_t)B * parts);
+    float* y = (float*)malloc(sizeof(float) * (size_t)B * rows);
+    for (int i = 0; i < rows * n_in; ++i) w[i] = (int8_t)lrintf(127.0f * uniform());
+    for (int i = 0; i < B * n_in; ++i) q[i] = (int8_t)lrintf(127.0f * uniform());
+    for (int i = 0; i < padded + B * parts; ++i) ones[i] = 1.0f;
+    size_t k = 0;   // blocks of `tiles` tiles; in a block: group g, tile v, row r, input 4g + j
+    for (int r0 = 0; r0 < padded; r0 += WN_QTILE * tiles) {
+        const int t = (padded - r0) / WN_QTILE < tiles ? (padded - r0) / WN_QTILE : tiles;
+        for (int g = 0; g < n_in / 4; ++g)
+            for (int v = 0; v < t; ++v)
+                for (int r = 0; r < WN_QTILE; ++r)
+                    for (int j = 0; j < 4; ++j) {
+                        const int row = r0 + WN_QTILE * v + r;
+                        packed[k++] = (uint8_t)((row < rows ? w[(size_t)row * n_in + 4 * g + j] : 0) + 128);
+                    }
+    }
+    for (int c = 0; c < B; ++c)
+        for (int p = 0; p < parts; ++p) {
+            int32_t s = 0;
+            for (int i = 0; i < n; ++i) s += q[(size_t)c * n_in + p * n + i];
+            sums[c * parts + p] = s;
+        }
+    WNModel m;
+    memset(&m, 0, sizeof m);
+    m.weights = packed;
+    m.scales = ones;
+    WNMatrix M;
+    memset(&M, 0, sizeof M);
+    M.rows = rows; M.in = n_in; M.ry = tiles;
+    QInputs in;
+    in.parts = parts; in.n = n; in.ldq = n_in; in.lds = parts;
+    for (int p = 0; p < parts; ++p) { in.q[p] = q + p * n; in.scale[p] = ones; in.sum[p] = sums + p; }
+    qmatmul(&m, M, in, B, nullptr, 0, y, rows);
+    int bad = 0;
+    for (int c = 0; c < B && !bad; ++c)
+        for (int r = 0; r < rows && !bad; ++r) {
+            int64_t want = 0;
+            for (int i = 0; i < n_in; ++i) want += (int64_t)w[(size_t)r * n_in + i] * q[(size_t)c * n_in + i];
+            ++checks;
+            if (y[(size_t)c * rows + r] != (float)want) {
+                char what[128];
+                snprintf(what, sizeof what, "int8 product rows %d parts %d n %d tiles %d B %d at row %d column %d",
+                         rows, parts, n, tiles, B, r, c);
+                bad = fail(what, y[(size_t)c * rows + r], (double)want, 0.0);
+            }
+        }
+    free(w); free(packed); free(q); free(ones); free(sums); free(y);
+    return bad;
+}
+
 int main() {
     const int precs[] = {WN_FP32, WN_BF16, WN_INT8};
     for (int p : precs)
@@ -144,6 +204,12 @@ int main() {
                     for (int B : {1, 3, 8, 11})
                         for (int init = 0; init < 2; ++init)
                             if (check_product(p, rows, n_in, ry, B, init != 0)) return 1;
+    for (int tiles = 1; tiles <= 4; ++tiles)
+        for (int rows : {8, 16, 40, 64, 72})
+            for (int parts : {1, 3})
+                for (int n : {4, 12, 128})
+                    for (int B : {1, 3, 8, 9})
+                        if (check_qproduct(rows, parts, n, tiles, B)) return 1;
     if (check_math()) return 1;
     printf("ok %s %ld\n", WN_ISA, checks);
     return 0;
