@@ -8,7 +8,8 @@ Examples:
     python benchmarks/precision.py --tree new=. --tree base=/tmp/wt_base --rounds 5
     python benchmarks/precision.py --preset small --precision int8 --samples 20000 --json out.json
 
-A tree whose ``fast_generate`` has no ``precision`` argument is measured at fp32 only.
+A tree whose ``fast_generate`` has no ``precision`` argument is measured at fp32 only, and one that does not know a
+precision (``w8a8`` before it existed) skips it.
 """
 
 from __future__ import annotations
@@ -39,6 +40,12 @@ model = WaveNet(config).eval()
 kw = {"precision": precision} if "precision" in inspect.signature(FG.fast_generate).parameters else {}
 if precision != "fp32" and not kw:
     print(json.dumps({"skipped": "no precision argument"}))
+    sys.exit(0)
+try:
+    from wavenet_dilated.generation.precision import check_precision
+    check_precision(precision)
+except ValueError as err:  # a tree from before this precision
+    print(json.dumps({"skipped": str(err)}))
     sys.exit(0)
 mel = None
 if config.cond_channels is not None:
@@ -77,7 +84,7 @@ def main() -> int:
                    help="a source tree to measure (repeatable; default: this checkout as 'new')")
     p.add_argument("--preset", default="ljspeech")
     p.add_argument("--precision", action="append", choices=["fp32", "bf16", "int8", "w8a8"],
-                   help="repeatable (default: all three)")
+                   help="repeatable (default: all four)")
     p.add_argument("--samples", type=int, default=16384, help="samples per row per measurement (default 16384)")
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--threads", type=int, default=2)
@@ -90,7 +97,7 @@ def main() -> int:
         if not sep or not Path(path).is_dir():
             p.error(f"--tree takes NAME=PATH of a directory, found {item!r}")
         trees[name] = Path(path).resolve()
-    precisions = args.precision or ["fp32", "bf16", "int8"]
+    precisions = args.precision or ["fp32", "bf16", "int8", "w8a8"]
     runs: dict[tuple[str, str], list[dict]] = {(t, q): [] for t in trees for q in precisions}
     for r in range(args.rounds):
         for (tree, precision), got in runs.items():
