@@ -33,7 +33,34 @@
 #endif
 
 // ------------------------------------------------------------------------------------- quantising activations
-// codes of x[0, n) (n a multiple of 4) with their scale and code sum, as the module comment says.
+// q = rint(clamp(x * mul, -127, 127)) for x[0, n), stored as int8; returns the sum of the codes.
+static inline int32_t quantize_scaled(const float* x, int n, float mul, int8_t* q) {
+    vi acc{};
+    const vf k = splat(mul), lim = splat(127.0f);
+    int i = 0;
+    for (; i + WN_W <= n; i += WN_W) {
+        const vi c = __builtin_convertvector(round_nearest(vmin(vmax(loadv(x + i) * k, -lim), lim)), vi);
+        acc += c;
+#if WN_W == 16
+        _mm_storeu_si128((__m128i*)(q + i), _mm512_cvtepi32_epi8((__m512i)c));
+#else
+        for (int j = 0; j < WN_W; ++j) q[i + j] = (int8_t)c[j];
+#endif
+    }
+    int32_t s = 0;
+    for (int j = 0; j < WN_W; ++j) s += acc[j];
+    for (; i < n; ++i) {
+        float v = x[i] * mul;
+        v = v > 127.0f ? 127.0f : v < -127.0f ? -127.0f : v;
+        const int32_t c = (int32_t)__builtin_rintf(v);
+        q[i] = (int8_t)c;
+        s += c;
+    }
+    return s;
+}
+
+// codes of x[0, n) with their scale and code sum: q = rint(x * (127 / max|x|)) (|x * 127 / max|x|| <= 127 up to one
+// rounding, so the clamp of quantize_scaled never moves a code), scale max|x| / 127; all zero when max|x| is 0.
 static inline void quantize_dynamic(const float* x, int n, int8_t* q, float* scale, int32_t* sum) {
     vf top{};
     int i = 0;
@@ -50,54 +77,12 @@ static inline void quantize_dynamic(const float* x, int n, int8_t* q, float* sca
         *sum = 0;
         return;
     }
-    const float inv = 127.0f / m;
     *scale = m / 127.0f;
-    vi acc{};
-    i = 0;
-    for (; i + WN_W <= n; i += WN_W) {
-        const vi c = __builtin_convertvector(round_nearest(loadv(x + i) * splat(inv)), vi);
-        acc += c;
-#if WN_W == 16
-        _mm_storeu_si128((__m128i*)(q + i), _mm512_cvtepi32_epi8((__m512i)c));
-#else
-        for (int k = 0; k < WN_W; ++k) q[i + k] = (int8_t)c[k];
-#endif
-    }
-    int32_t s = 0;
-    for (int k = 0; k < WN_W; ++k) s += acc[k];
-    for (; i < n; ++i) {
-        const int32_t c = (int32_t)__builtin_rintf(x[i] * inv);
-        q[i] = (int8_t)c;
-        s += c;
-    }
-    *sum = s;
+    *sum = quantize_scaled(x, n, 127.0f / m, q);
 }
 
 // codes of a gate output z[0, n) (|z| <= 1): q = rint(127 z), clamped; returns their sum.
-static inline int32_t quantize_unit(const float* z, int n, int8_t* q) {
-    vi acc{};
-    const vf k127 = splat(127.0f);
-    int i = 0;
-    for (; i + WN_W <= n; i += WN_W) {
-        const vi c = __builtin_convertvector(round_nearest(vmin(vmax(loadv(z + i) * k127, -k127), k127)), vi);
-        acc += c;
-#if WN_W == 16
-        _mm_storeu_si128((__m128i*)(q + i), _mm512_cvtepi32_epi8((__m512i)c));
-#else
-        for (int k = 0; k < WN_W; ++k) q[i + k] = (int8_t)c[k];
-#endif
-    }
-    int32_t s = 0;
-    for (int k = 0; k < WN_W; ++k) s += acc[k];
-    for (; i < n; ++i) {
-        float v = z[i] * 127.0f;
-        v = v > 127.0f ? 127.0f : v < -127.0f ? -127.0f : v;
-        const int32_t c = (int32_t)__builtin_rintf(v);
-        q[i] = (int8_t)c;
-        s += c;
-    }
-    return s;
-}
+static inline int32_t quantize_unit(const float* z, int n, int8_t* q) { return quantize_scaled(z, n, 127.0f, q); }
 
 // ------------------------------------------------------------------------------------- the product
 // The quantised input of a product: part p of column c has codes q[p] + c·ldq (n bytes), scale scale[p][c·lds] and
