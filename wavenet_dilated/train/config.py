@@ -41,12 +41,20 @@ class TrainConfig:
             is predicted from real history (silence before an utterance's start); ``"none"``: the first
             ``receptive_field − 1`` targets of a crop see zero padding instead. Validation (whole utterances from
             their start) is the same either way, so validation NLLs compare across the two.
+        dither_db: dithering: white noise at this RMS level (dB relative to full scale, e.g. −60) added to every
+            training crop's utterance, its mel recomputed from the noisy audio
+            (:class:`~wavenet_dilated.data.dataset.AudioDataset`'s ``noise_db``), so that the model hears a noise
+            floor under the mel of a noise floor (real recordings have one; synthetic ones are digitally silent);
+            validation and quality are measured on the clean audio. ``None`` = off.
         grad_clip: clip the global gradient norm to this; ``None`` = no clipping (the norm is still reported).
         diverge_margin_bits: stop the run (:class:`~wavenet_dilated.train.monitor.DivergedError`) when a step's
-            training loss, or a validation NLL, is more than this many bits/sample above the NLL of a uniform guess
-            (``log2(n_classes)`` for categorical and mixture-of-logistics heads, 1 bit for gaussian). The default, 8
-            bits, is a model 256 times less likely than a uniform guess on average, which a converging run does not
-            reach even at initialisation; ``None`` = off.
+            training loss, or a validation NLL, is more than this many bits/sample above a baseline
+            (:func:`~wavenet_dilated.train.monitor.divergence_baseline_bits`): for the categorical head the NLL of a
+            uniform guess, ``log2(n_classes)``; for the continuous heads (mixture of logistics, gaussian), whose
+            healthy loss can jump far above a uniform guess for a few steps, the NLL of the worst prediction inside
+            the signal's range (locations in [−1, 1], scales at ``exp(log_scale_min)``). The default, 8 bits, is a
+            model 256 times less likely than that baseline on average, which a converging run does not reach even at
+            initialisation; ``None`` = off.
         diverge_val_rise_bits: stop the run when a validation NLL is more than this many bits/sample above the best
             one so far (a run that has started to diverge, not one that overfits a little); ``None`` = off.
         ema_decay: decay of the exponential moving average of the weights (``None`` = no EMA). The effective decay is
@@ -93,6 +101,7 @@ class TrainConfig:
     batch_size: int = 8
     max_time_steps: int = 10240
     crop_history: str = "receptive_field"
+    dither_db: float | None = None
     grad_clip: float | None = 1.0
     diverge_margin_bits: float | None = 8.0
     diverge_val_rise_bits: float | None = 2.0
@@ -135,6 +144,7 @@ class TrainConfig:
             self._check_int(name, 1)
         if self.crop_history not in CROP_HISTORY:
             raise ValueError(f"TrainConfig.crop_history must be one of {CROP_HISTORY}, found {self.crop_history!r}")
+        self._check_number("dither_db", -math.inf, 0.0, optional=True)
         self._check_number("grad_clip", 0.0, math.inf, low_open=True, optional=True)
         self._check_number("diverge_margin_bits", 0.0, math.inf, low_open=True, optional=True)
         self._check_number("diverge_val_rise_bits", 0.0, math.inf, low_open=True, optional=True)
