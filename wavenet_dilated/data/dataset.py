@@ -11,6 +11,11 @@ With ``history`` (:func:`history_length`: the receptive field less one, rounded 
 that many samples of real audio before its targets, and their mel frames, so that every target is predicted from the
 history the model would see inside a whole utterance; the loss is taken on the targets only (the trainer's
 ``crop_history`` option, :func:`~wavenet_dilated.train.fused_loss.training_loss` with ``n_history``).
+
+With ``noise_db`` (dithering, the trainer's ``dither_db`` option) every item's utterance gets fresh white noise at that
+RMS level before it is cropped, and its mel is recomputed from the noisy audio, so that the model learns what a
+recording's noise floor sounds like under the mel of that noise floor (digitally silent training audio teaches it that
+quiet frames are exact silence).
 """
 
 from __future__ import annotations
@@ -25,7 +30,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..config import check_int
+from ..config import check_int, check_number
+from ..mel import log_mel
 from ..mulaw import mu_law_encode
 from .ljspeech import SPLITS
 from .manifest import load_manifest
@@ -101,6 +107,11 @@ class AudioDataset(Dataset):
     history is silence: the μ-law class of 0.0 (or 0.0) and the mel of digital silence (``log(mel_floor)`` in every
     bin, normalised like the rest), what a recording padded with silence would give.
 
+    With ``noise_db``, white Gaussian noise of RMS ``10^(noise_db / 20)`` (full scale is ±1) is added to the whole
+    utterance (and to the silence before it that a crop's history reaches into), drawn from a generator seeded from
+    ``(seed, epoch, index, 1)`` (``seed=None``: torch's global RNG), and the item's mel is the :func:`log_mel` of that
+    noisy audio instead of the cached one. It costs one log-mel of the utterance per item.
+
     Args:
         cache_dir: a cache made by :func:`preprocess`.
         split: ``"train"``, ``"val"`` or ``"test"``.
@@ -112,6 +123,8 @@ class AudioDataset(Dataset):
         seed: crop seed, or ``None``.
         history: samples of real audio before each crop's targets (a multiple of the hop length, see
             :func:`history_length`); 0 = none. Only with ``max_time_steps``.
+        noise_db: RMS level of the white noise added to every item, in dB relative to full scale (e.g. −60);
+            ``None`` = none.
 
     Examples:
         >>> ds = AudioDataset(cache, "train", max_time_steps=8 * 256)  # doctest: +SKIP
@@ -130,6 +143,7 @@ class AudioDataset(Dataset):
         mel_normalize: bool = True,
         seed: int | None = 0,
         history: int = 0,
+        noise_db: float | None = None,
     ) -> None:
         self.manifest = load_manifest(cache_dir)
         if split not in SPLITS:
@@ -145,6 +159,7 @@ class AudioDataset(Dataset):
             raise ValueError(f"history must be a multiple of hop_length={hop}, found {history}")
         if history and max_time_steps is None:
             raise ValueError("history needs crops: set max_time_steps, or history=0 for whole utterances")
+        check_number("noise_db", noise_db, -math.inf, 0.0, optional=True)
         entries = self.manifest.entries(split)
         if max_time_steps is not None:
             kept = [e for e in entries if e.n_samples >= max_time_steps]
@@ -166,6 +181,7 @@ class AudioDataset(Dataset):
         self.mel_stats = self.manifest.mel_stats if mel_normalize else None
         self.seed = seed
         self.history = history
+        self.noise_rms = None if noise_db is None else 10.0 ** (noise_db / 20.0)
         self.epoch = 0
         self.speaker_ids = {e.id: self.manifest.speaker_id(e.speaker) for e in kept} if self.manifest.speakers else None
 
@@ -210,9 +226,13 @@ class AudioDataset(Dataset):
         e = self.entries[index]
         audio = np.load(self.manifest.audio_path(e.id), mmap_mode="r")
         mel = np.load(self.manifest.mel_path(e.id), mmap_mode="r")
+        lead = 0  # frames of silence already in front of the audio
+        if self.noise_rms is not None:
+            lead = self.history // self.hop_length if self.max_time_steps is not None else 0
+            audio, mel = self._with_noise(audio, index, lead)
         if self.max_time_steps is not None:
             hop, n_history = self.hop_length, self.history // self.hop_length
-            start = self.crop_start(index) - n_history
+            start = self.crop_start(index) - n_history + lead
             n_frames = self.max_time_steps // hop + n_history
             audio, mel = self._window(audio, mel, start, n_frames)
         audio_t = torch.from_numpy(np.array(audio, dtype=np.float32))
@@ -225,6 +245,15 @@ class AudioDataset(Dataset):
         if self.speaker_ids is not None:
             item["speaker"] = torch.tensor(self.speaker_ids[e.id], dtype=torch.int64)
         return item
+
+    def _with_noise(self, audio: np.ndarray, index: int, lead: int) -> tuple[np.ndarray, np.ndarray]:
+        """The utterance ``audio`` ``(T,)`` after ``lead`` frames of silence, plus white noise at ``noise_rms``, and
+        its raw log-mel ``(n_mels, lead + T // hop_length)``."""
+        padded = torch.from_numpy(np.concatenate([np.zeros(lead * self.hop_length, dtype=np.float32),
+                                                  np.asarray(audio, dtype=np.float32)]))  # fmt: skip
+        g = None if self.seed is None else torch.Generator().manual_seed(mix_seed(self.seed, self.epoch, index, 1))
+        noisy = padded + self.noise_rms * torch.randn(padded.shape, generator=g)
+        return noisy.numpy(), log_mel(noisy, self.manifest.audio_config).numpy()
 
     def _window(self, audio: np.ndarray, mel: np.ndarray, start: int, n_frames: int) -> tuple[np.ndarray, np.ndarray]:
         """Frames ``start … start + n_frames − 1`` of an utterance (audio ``(T,)``, raw mel ``(n_mels, F)``), the

@@ -193,7 +193,7 @@ class Trainer:
         self.n_history = (history_length(self.model_config.receptive_field, self.audio_config.hop_length)
                           if c.crop_history == "receptive_field" else 0)  # fmt: skip
         self.train_set = AudioDataset(cache_dir, "train", c.max_time_steps, n_classes=n_classes, seed=c.seed,
-                                      history=self.n_history)  # fmt: skip
+                                      history=self.n_history, noise_db=c.dither_db)  # fmt: skip
         self.val_set: AudioDataset | None = None
         if self.manifest.entries("val"):
             self.val_set = AudioDataset(cache_dir, "val", None, n_classes=n_classes, seed=c.seed)
