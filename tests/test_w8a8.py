@@ -2,8 +2,6 @@
 activation quantiser and the packed int8 × int8 product held exactly against numpy on every build target this machine
 has, then the whole compiled loop against the plain-PyTorch model of ``quantize_model(model, "w8a8")``."""
 
-import ctypes
-
 import numpy as np
 import pytest
 import torch

@@ -130,6 +130,11 @@ def _inputs(model: WaveNet, batch: int, n: int) -> dict[str, Any]:
     return kwargs
 
 
+def _kernel_words(machine: dict[str, Any]) -> str:
+    """The log's words on the kernel: its vector ISA and how its w8a8 products multiply."""
+    return f"kernel ISA {machine['isa']} (w8a8 products: {machine.get('int8_dot', 'unknown')})"
+
+
 def _precision_options(precision: str) -> dict[str, Any]:
     """``fast_generate``'s keyword for ``precision``: none for fp32 when it takes no ``precision`` (fp32 is all it
     runs then); a ValueError for another precision it cannot run."""
@@ -382,8 +387,7 @@ def run_bench(
     models = _models(presets if presets is not None else (() if checkpoints else ("ljspeech", "small")), checkpoints)
     log = _Log(progress)
     machine = machine_info()
-    log(f"machine: {machine['cpu']}, {machine['cores']} cores, kernel ISA {machine['isa']} (w8a8 products: "
-        f"{machine.get('int8_dot', 'unknown')}), precision {precision}")
+    log(f"machine: {machine['cpu']}, {machine['cores']} cores, {_kernel_words(machine)}, precision {precision}")
     if limits:
         machine["limits"] = machine_limits(quick, sorted({*all_threads, *threads}))
         log(format_limits(machine["limits"]))
