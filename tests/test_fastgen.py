@@ -101,6 +101,37 @@ def test_projecting_frames_then_upsampling_equals_projecting_the_upsampled_mel(m
 
 
 @needs_kernel
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_the_kernel_makes_the_last_upsampling_stage_to_the_bit(monkeypatch, threads):
+    # the threads make the upsampler's last stage per step, each its own channels (WNTerm.s > 0): the same bits as the
+    # whole term made by wn_polyphase first, in chunks that start anywhere (frame edges, a chunk of 16 steps)
+    torch.manual_seed(1)
+    model = WaveNet(WaveNetConfig(**WIDE, cond_channels=5, upsample_scales=(3, 1, 5), hop_length=15,
+                                  **SPEAKER)).eval()
+    with torch.no_grad():
+        for conv in model.upsampler.smoothers:
+            conv.weight.add_(0.1 * torch.randn_like(conv.weight))
+    B, F = 2, 9
+    mel, spk = torch.randn(B, 5, F), torch.tensor([2, 1])
+    x = random_inputs(model, B, F * 15)
+    fast = FG.FastGenerator(model, threads=threads)
+    g = model.speaker_vector(spk, B)
+    monkeypatch.setattr(G, "COND_CHUNK", 16)
+    fused = fast.logits(x, speaker_vec=g, frames=mel)
+    real = CPU.FastGenerator._upsample
+    calls = []
+
+    def whole(self, *args, fuse_last):
+        calls.append(fuse_last)
+        return real(self, *args, fuse_last=False)
+
+    monkeypatch.setattr(CPU.FastGenerator, "_upsample", whole)
+    made_first = fast.logits(x, speaker_vec=g, frames=mel)
+    assert calls and all(calls)  # the generator did ask the kernel to make the last stage
+    assert torch.equal(fused, made_first)
+
+
+@needs_kernel
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("output", ["mol", "gaussian"])
 def test_fast_logits_continuous_heads(output, threads):

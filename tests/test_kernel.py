@@ -81,7 +81,8 @@ def test_a_changed_size_alone_is_refused():
 
 def test_other_structs_are_refused():
     c = abi.layout()
-    assert abi.layout_mismatch(c[:-1]).startswith("the compiled kernel has the structs ['Matrix', 'Model'], abi.py")
+    assert abi.layout_mismatch(c[:-1]).startswith("the compiled kernel has the structs ['Matrix', 'Model', 'State'], "
+                                                  "abi.py")
     assert abi.layout_mismatch([*c, ("Extra", 8, [("x", 0, 8)])]) is not None
 
 

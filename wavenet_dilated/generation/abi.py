@@ -11,7 +11,7 @@ from __future__ import annotations
 import ctypes
 from collections.abc import Sequence
 
-__all__ = ["Matrix", "Model", "State", "STRUCTS", "StructLayout", "layout", "c_layout", "layout_mismatch"]
+__all__ = ["Matrix", "Model", "State", "Term", "STRUCTS", "StructLayout", "layout", "c_layout", "layout_mismatch"]
 
 
 class Matrix(ctypes.Structure):
@@ -44,10 +44,15 @@ class State(ctypes.Structure):
                 ("pre_offset", ctypes.c_void_p), ("step", ctypes.c_int64), ("batch", ctypes.c_int32)]
 
 
+class Term(ctypes.Structure):
+    _fields_ = [("rows", ctypes.c_void_p), ("stride", ctypes.c_int64), ("x", ctypes.c_void_p), ("a", ctypes.c_void_p),
+                ("add", ctypes.c_void_p), ("lo", ctypes.c_int64), ("n_rows", ctypes.c_int64), ("len", ctypes.c_int64),
+                ("first", ctypes.c_int64), ("s", ctypes.c_int32), ("pad_", ctypes.c_int32)]
+
 
 #: the structs the kernel describes (``wn_layout``, ``wn_layout_names``), in its order; the C name of each is ``WN`` +
 #: the ctypes name
-STRUCTS: tuple[type[ctypes.Structure], ...] = (Matrix, Model, State)
+STRUCTS: tuple[type[ctypes.Structure], ...] = (Matrix, Model, State, Term)
 
 #: one struct's layout: (name, size in bytes, [(field name, offset, size in bytes) in declaration order])
 StructLayout = tuple[str, int, list[tuple[str, int, int]]]

@@ -11,8 +11,11 @@ of the 1×1s); their partial residuals are summed after one spin barrier per lay
 bits), the skip sums and logits after one more per sample. A second thread is used only while a core is idle
 (:class:`~.threads.ThreadChooser`).
 
-Per chunk of steps (one matrix product), the additive term of every layer's pre-activation,
-``W_mel c_t + W_spk g + b_conv`` ``(steps, B, L·G)``; for a model without mel it is one ``(B, L·G)`` term for all steps.
+Per chunk of steps, the additive term of every layer's pre-activation, ``W_mel c_t + W_spk g + b_conv``: from the mel
+at frame rate, the projection of the few frames the chunk needs and every upsampling stage but the last
+(:meth:`FastGenerator.project_frames`); the last stage (3 multiply-adds per value) is made per step by the kernel's
+threads, each for the channels it reads, so no ``(steps, B, L·G)`` copy passes through memory. From an upsampled
+``cond`` it is that copy (one matrix product); for a model without mel one ``(B, L·G)`` term for all steps.
 
 Per block of steps (:func:`~.threads.auto_block`): a layer of dilation ``d`` reads its past taps at least ``d`` steps
 after they were made, so their products for the next ``n ≤ d`` steps are one matrix product when the block starts; the
@@ -35,12 +38,42 @@ from . import kernel
 from . import reference as gen_mod
 from . import threads as _threads
 from .abi import State as _State
+from .abi import Term as _TermStruct
 from .folding import polyphase_plan, speaker_terms
 from .packing import HEADS, Packed, aligned, host_weights, ptr
 from .precision import check_precision
 from .reference import UniformStream
 
 __all__ = ["FastPathUnavailable", "FastState", "FastGenerator", "unsupported_reason"]
+
+@dataclass
+class _Term:
+    """A chunk's additive term as the kernel reads it (``WNTerm``, ``csrc/wavenet_kernel.h``): ``rows`` (``stride``
+    floats per step, 0: one row for every step), or (``s > 0``) the input ``x`` of the upsampler's last stage (rows
+    ``lo … lo + n_rows`` of ``length``), its taps ``a``, the ``constant`` added, and the position of the chunk's
+    first step; the kernel's threads make that stage's outputs per step."""
+
+    rows: torch.Tensor | None
+    stride: int
+    x: torch.Tensor | None = None
+    a: np.ndarray | None = None
+    constant: torch.Tensor | None = None
+    lo: int = 0
+    n_rows: int = 0
+    length: int = 0
+    first: int = 0
+    s: int = 0
+
+    def struct(self, offset: int) -> _TermStruct:
+        """The ``WNTerm`` of the steps from ``offset`` on (the arrays stay owned by this object)."""
+        if self.s == 0:
+            assert self.rows is not None
+            return _TermStruct(rows=self.rows.data_ptr() + offset * self.stride * self.rows.element_size(),
+                               stride=self.stride)
+        assert self.x is not None and self.a is not None and self.constant is not None
+        return _TermStruct(x=self.x.data_ptr(), a=self.a.ctypes.data, add=self.constant.data_ptr(), lo=self.lo,
+                           n_rows=self.n_rows, len=self.length, first=self.first + offset, s=self.s)
+
 
 class FastPathUnavailable(RuntimeError):
     """The fast path cannot run this model here; the message says why."""
@@ -229,6 +262,12 @@ class FastGenerator:
         the few frames that matter (``L·G × C_mel`` per frame instead of per sample), then upsample the projection with
         the kernel's ``wn_polyphase`` (3 multiply-adds per output value per stage). Exact up to float rounding.
         """
+        return self._upsample(frames, first, n_steps, constant, fuse_last=False).rows
+
+    def _upsample(self, frames: torch.Tensor, first: int, n_steps: int, constant: torch.Tensor,
+                  fuse_last: bool) -> _Term:
+        """:meth:`project_frames` as a kernel term: the whole term (``fuse_last`` false or no stage), or everything but
+        the last upsampling stage, which the kernel's threads then make per step (``WNTerm.s``)."""
         plan = self._polyphase
         assert plan is not None and self.folded.cond_weight is not None
         B, C, F_ = frames.shape
@@ -246,14 +285,17 @@ class FastGenerator:
         lg = self.folded.cond_weight.shape[0]
         x = torch.empty(hi0 - lo0, width)  # rows (frame, batch) → (n_frames, B·L·G)
         self._lib.wn_project(x_in.data_ptr(), x_in.shape[0], C, self._cond_weight_t.data_ptr(), lg, x.data_ptr())
+        fused = len(plan) if fuse_last and plan else None
         for i, (s, a) in enumerate(plan):
             (lo_in, hi_in), (lo_out, hi_out) = ranges[i], ranges[i + 1]
+            if i + 1 == fused:  # the kernel makes this stage's outputs as it reads them
+                return _Term(None, 0, x, a, constant, lo_in, hi_in - lo_in, lens[i], first, s)
             y = torch.empty(hi_out - lo_out, width)
             last = i == len(plan) - 1
             self._lib.wn_polyphase(x.data_ptr(), lo_in, hi_in - lo_in, lens[i], width, s, a.ctypes.data, lo_out,
                                    hi_out - lo_out, constant.data_ptr() if last else None, y.data_ptr())
             x = y
-        return x
+        return _Term(x, width)
 
     def _project_rows(self, frames: list[torch.Tensor], first: int, n_steps: int,
                       constant: torch.Tensor) -> torch.Tensor:
@@ -270,7 +312,7 @@ class FastGenerator:
 
     def _terms(self, first: int, n_steps: int, constant: torch.Tensor, cond: torch.Tensor | None,
                frames: torch.Tensor | None):
-        """Yield ``(start, n, term, floats per step)`` chunk by chunk; a chunk's term is at most 2^24 floats."""
+        """Yield ``(start, n, term)`` chunk by chunk; a chunk's term is at most 2^24 floats."""
         width = constant.numel()
         chunk = max(16, min(gen_mod.COND_CHUNK, (1 << 24) // max(width, 1)))
         if self.folded.cond_weight is None:
@@ -279,14 +321,13 @@ class FastGenerator:
         for start in range(0, n_steps, chunk):
             n = min(chunk, n_steps - start)
             if isinstance(frames, list):
-                yield start, n, self._project_rows(frames, first + start, n, constant), width
+                yield start, n, _Term(self._project_rows(frames, first + start, n, constant), width)
             elif frames is not None:
-                yield start, n, self.project_frames(frames, first + start, n, constant), width
+                yield start, n, self._upsample(frames, first + start, n, constant, fuse_last=True)
             elif cond is not None:
-                term, stride = self.project(cond[:, :, start : start + n], constant, n)
-                yield start, n, term, stride
+                yield start, n, _Term(*self.project(cond[:, :, start : start + n], constant, n))
             else:
-                yield start, n, constant, 0
+                yield start, n, _Term(constant, 0)
 
     def _conditioning(self, cond: torch.Tensor | None, frames: torch.Tensor | None) -> tuple:
         if isinstance(frames, list) and self._polyphase is None:  # rows of different lengths, padded after upsampling
@@ -300,10 +341,9 @@ class FastGenerator:
         return cond, frames
 
     # ------------------------------------------------------------------ the loop
-    def _call(self, state: FastState, n: int, term: torch.Tensor, stride: int, uniforms: torch.Tensor | None,
-              temperature: float, forced: torch.Tensor | None, samples: torch.Tensor | None,
-              logits: torch.Tensor | None) -> None:
-        """Run ``n`` steps; ``term`` holds ``n`` steps (or one, ``stride`` 0), the other arrays ``n`` rows."""
+    def _call(self, state: FastState, n: int, term: _Term, uniforms: torch.Tensor | None, temperature: float,
+              forced: torch.Tensor | None, samples: torch.Tensor | None, logits: torch.Tensor | None) -> None:
+        """Run ``n`` steps; ``term`` covers ``n`` steps, the other arrays hold ``n`` rows."""
         head = self.model.head
         B = state.batch
         start = 0
@@ -323,7 +363,7 @@ class FastGenerator:
 
             t0 = time.perf_counter()
             rc = self._lib.wn_run(
-                ctypes.byref(packed.struct), ctypes.byref(st), k, at(term, stride), stride,
+                ctypes.byref(packed.struct), ctypes.byref(st), k, ctypes.byref(term.struct(start)),
                 at(uniforms, B * head.n_uniforms), head.n_uniforms, float(temperature), at(forced, B), at(samples, B),
                 at(logits, B * head.out_channels),
             )
@@ -364,9 +404,9 @@ class FastGenerator:
                              f"({covered * self.config.hop_length})")
         dtype = torch.int64 if head.quantized else torch.float32
         out = torch.empty(n_steps, B, dtype=dtype)
-        for start, n, term, stride in self._terms(state.step, n_steps, constant, cond, frames):
+        for start, n, term in self._terms(state.step, n_steps, constant, cond, frames):
             u = uniforms.take(n).float().contiguous()
-            self._call(state, n, term, stride, u, temperature, None, out[start:], None)
+            self._call(state, n, term, u, temperature, None, out[start:], None)
             if progress is not None:
                 progress.update(n)
         return out.T.contiguous()
@@ -384,6 +424,6 @@ class FastGenerator:
         forced_all = inputs.T.contiguous()
         if not self.model.head.quantized:
             forced_all = forced_all.float()
-        for start, n, term, stride in self._terms(0, T, constant, cond, frames):
-            self._call(state, n, term, stride, None, 1.0, forced_all[start : start + n], None, out[start:])
+        for start, n, term in self._terms(0, T, constant, cond, frames):
+            self._call(state, n, term, None, 1.0, forced_all[start : start + n], None, out[start:])
         return out.permute(1, 2, 0).contiguous()

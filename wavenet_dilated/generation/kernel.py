@@ -25,7 +25,8 @@ What the kernel computes is documented in :mod:`wavenet_dilated.generation.fast`
   or int8 codes of :mod:`.precision` with one fp32 scale per row in a second array (``WNModel.scales``);
 * activations are ``(batch, channels)`` row-major; ring buffers are ``(slots, batch, R)``;
 * the per-step additive term (conditioning projections + speaker projection + conv bias) is ``(steps, batch, L, G)``,
-  or one ``(batch, L, G)`` for every step (stride 0).
+  or one ``(batch, L, G)`` for every step (stride 0), or the input rows of the conditioning upsampler's last stage,
+  which the kernel finishes per step (``WNTerm`` in ``csrc/wavenet_kernel.h``).
 """
 
 from __future__ import annotations
@@ -210,9 +211,8 @@ def load_kernel(isa: str | None = None) -> ctypes.CDLL:
     lib.wn_int8_dot.restype = ctypes.c_char_p
     lib.wn_int8_dot.argtypes = []
     lib.wn_run.restype = ctypes.c_int
-    lib.wn_run.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64,
-                           ctypes.c_void_p, ctypes.c_int32, ctypes.c_float, ctypes.c_void_p, ctypes.c_void_p,
-                           ctypes.c_void_p]
+    lib.wn_run.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p,
+                           ctypes.c_int32, ctypes.c_float, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
     lib.wn_quantize.restype = None
     lib.wn_quantize.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int32, ctypes.c_int32, ctypes.c_void_p,
                                 ctypes.c_void_p, ctypes.c_void_p]

@@ -41,13 +41,12 @@ static void* thread_main(void* p) {
 }
 
 // Runs n_steps steps; returns 0, or -1 when memory or threads could not be had.
-extern "C" int wn_run(const WNModel* m, WNState* s, int64_t n_steps, const float* cond, int64_t cond_stride,
-                      const float* uniforms, int32_t n_uniforms, float temperature, const void* forced,
-                      void* samples, float* logits_out) {
+extern "C" int wn_run(const WNModel* m, WNState* s, int64_t n_steps, const WNTerm* term, const float* uniforms,
+                      int32_t n_uniforms, float temperature, const void* forced, void* samples, float* logits_out) {
     if (n_steps <= 0) return 0;
     const int B = s->batch;
     Run run;
-    run.m = m; run.s = s; run.n_steps = n_steps; run.cond = cond; run.cond_stride = cond_stride;
+    run.m = m; run.s = s; run.n_steps = n_steps; run.term = *term;
     run.uniforms = uniforms; run.n_uniforms = n_uniforms; run.temperature = temperature; run.forced = forced;
     run.samples = samples; run.logits_out = logits_out;
     const int ntt = m->n_threads < 1 ? 1 : m->n_threads;
@@ -195,15 +194,19 @@ extern "C" void wn_project(const float* x, int64_t rows, int32_t c, const float*
 #define WN_STATE_FIELDS(X)                                                                                            \
     X(WNState, rings) X(WNState, ring_offset) X(WNState, class_ring) X(WNState, prev_class) X(WNState, prev_value)  \
     X(WNState, pre) X(WNState, pre_offset) X(WNState, step) X(WNState, batch)
+#define WN_TERM_FIELDS(X)                                                                                             \
+    X(WNTerm, rows) X(WNTerm, stride) X(WNTerm, x) X(WNTerm, a) X(WNTerm, add) X(WNTerm, lo) X(WNTerm, n_rows)      \
+    X(WNTerm, len) X(WNTerm, first) X(WNTerm, s) X(WNTerm, pad_)
 #define WN_PLACE(S, f) (int64_t)offsetof(S, f), (int64_t)sizeof(S::f),
 #define WN_NAME(S, f) " " #f
 
-// Per struct, in the order WNMatrix, WNModel, WNState: the number of fields, sizeof, then (offsetof, sizeof) of each
+// Per struct, in the order WNMatrix, WNModel, WNState, WNTerm: the number of fields, sizeof, then (offsetof, sizeof) of each
 // field. Writes at most n values to out and returns how many there are (n = 0 asks for the count).
 extern "C" int64_t wn_layout(int64_t* out, int64_t n) {
     const int64_t matrix[] = {WN_MATRIX_FIELDS(WN_PLACE)};
     const int64_t model[] = {WN_MODEL_FIELDS(WN_PLACE)};
     const int64_t state[] = {WN_STATE_FIELDS(WN_PLACE)};
+    const int64_t term[] = {WN_TERM_FIELDS(WN_PLACE)};
     int64_t k = 0;
     auto put = [&](int64_t v) { if (k < n) out[k] = v; ++k; };
     auto describe = [&](int64_t size, const int64_t* fields, int64_t count) {
@@ -214,10 +217,12 @@ extern "C" int64_t wn_layout(int64_t* out, int64_t n) {
     describe(sizeof(WNMatrix), matrix, sizeof(matrix) / sizeof(matrix[0]));
     describe(sizeof(WNModel), model, sizeof(model) / sizeof(model[0]));
     describe(sizeof(WNState), state, sizeof(state) / sizeof(state[0]));
+    describe(sizeof(WNTerm), term, sizeof(term) / sizeof(term[0]));
     return k;
 }
 
-// The names of the same structs and fields: "WNMatrix offset rows ...;WNModel ...;WNState ...".
+// The names of the same structs and fields: "WNMatrix offset rows ...;WNModel ...;WNState ...;WNTerm ...".
 extern "C" const char* wn_layout_names() {
-    return "WNMatrix" WN_MATRIX_FIELDS(WN_NAME) ";WNModel" WN_MODEL_FIELDS(WN_NAME) ";WNState" WN_STATE_FIELDS(WN_NAME);
+    return "WNMatrix" WN_MATRIX_FIELDS(WN_NAME) ";WNModel" WN_MODEL_FIELDS(WN_NAME) ";WNState" WN_STATE_FIELDS(WN_NAME)
+        ";WNTerm" WN_TERM_FIELDS(WN_NAME);
 }

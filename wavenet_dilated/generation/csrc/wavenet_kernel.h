@@ -57,6 +57,24 @@ struct WNState {
     int32_t batch;
 };
 
-// The layout and the names of the three structs above, for the loader to compare with abi.py (wavenet_kernel.cpp).
+// The per-step additive term of every layer's pre-activation (conditioning projections + speaker projection + conv
+// bias), (B, L, G) floats for step t of a call, in one of two forms:
+// - s == 0: rows, term(t) = rows + t * stride (stride 0: the same term for every step);
+// - s > 0: the last stage of the conditioning upsampler, made per step by the threads that read it (each its own
+//   channels), so no full-rate copy of the term passes through memory: with n = first + t and p = n mod s,
+//   term(t) = add + (a[3p] X(n/s - 1) + a[3p+1] X(n/s) + a[3p+2] X(n/s + 1)) where X(q) = x + (q - lo) * B*L*G for
+//   0 <= q < len and lo <= q < lo + n_rows (the rows this call needs), else no term (wn_polyphase's arithmetic).
+struct WNTerm {
+    const float* rows;
+    int64_t stride;
+    const float* x;              // s > 0: the stage's input rows
+    const float* a;              // [s][3] the stage's per-phase taps
+    const float* add;            // [B][L][G] added to every step's term (the constant part)
+    int64_t lo, n_rows, len;     // the first row held in x, how many, the input's length at that rate
+    int64_t first;               // the upsampled position of the call's first step
+    int32_t s, pad_;
+};
+
+// The layout and the names of the four structs above, for the loader to compare with abi.py (wavenet_kernel.cpp).
 extern "C" int64_t wn_layout(int64_t* out, int64_t n);
 extern "C" const char* wn_layout_names();

@@ -51,8 +51,7 @@ struct Run {
     const WNModel* m;
     WNState* s;
     int64_t n_steps;
-    const float* cond;          // (n, B, L, G) or (B, L, G)
-    int64_t cond_stride;        // floats per step (0: the same term every step)
+    WNTerm term;                // the per-step additive term (wavenet_kernel.h)
     const float* uniforms;      // (n, B, n_uniforms) or null when forced
     int32_t n_uniforms;
     float temperature;
@@ -102,6 +101,7 @@ struct Worker {
     float* logits;
     float* work;
     float* xpast;                   // a block's past inputs, column-major
+    float* tbuf;                    // an upsampled term (WNTerm.s > 0): this thread's channels of one layer, (B, G)
     int64_t* prev_i;
     float* prev_f;
     float* my_skip;
@@ -121,13 +121,18 @@ struct Worker {
     int32_t* zsum = nullptr;
     // the step at hand
     int64_t t = 0, step = 0;
-    const float* cond = nullptr;
+    const float* cond = nullptr;    // rows term: the step's (B, L, G)
+    const float* up_row[3];         // upsampled term: the step's input rows and their taps (up_k of them)
+    float up_coef[3];
+    int up_k = 0;
     const float* x_prev = nullptr;  // the previous layer's input (B, R), or null for a table first layer
     // the layer at hand
     int d = 0;
     int64_t P = 0, slot = 0;
     float* ring = nullptr;
     float* x_now = nullptr;         // this layer's input at this step
+    const float* tm = nullptr;      // this layer's term at this step: column b at tm + b * ldt (layer_term)
+    int64_t ldt = 0;
 
     Worker(Run* run_, int tid_)
         : run(run_), m(run_->m), s(run_->s), tid(tid_), L(m->n_layers), R(m->R), G(m->G), S(m->S), K(m->K),
@@ -142,6 +147,7 @@ struct Worker {
         int max_block = 1;
         for (int l = 0; l < L; ++l) max_block = m->block[l] > max_block ? m->block[l] : max_block;
         xpast = scratch((size_t)max_block * B * (K - 1) * R + 1);
+        tbuf = scratch((size_t)B * G);
         prev_i = (int64_t*)malloc(sizeof(int64_t) * B);
         prev_f = (float*)malloc(sizeof(float) * B);
         my_skip = run->skip_part + (int64_t)tid * B * S;
@@ -167,7 +173,7 @@ struct Worker {
     Worker& operator=(const Worker&) = delete;
     ~Worker() {
         free(h); free(z); free(relu_skip); free(hidden); free(logits); free(work); free(prev_i); free(prev_f);
-        free(xpast);
+        free(xpast); free(tbuf);
         free(xq); free(xs); free(xsum); free(tq); free(ts); free(tsum); free(pq); free(ps); free(psum);
         free(zq); free(zs); free(zsum);
     }
@@ -176,7 +182,21 @@ struct Worker {
     WN_INLINE void begin_step(int64_t t_) {
         t = t_;
         step = s->step + t;
-        cond = run->cond + t * run->cond_stride;
+        const WNTerm& T = run->term;
+        if (T.s > 0) {
+            const int64_t n = T.first + t, f = n / T.s;
+            const int p = (int)(n - f * T.s);
+            up_k = 0;
+            for (int j = 0; j < 3; ++j) {
+                const int64_t q = f + j - 1;
+                if (q < 0 || q >= T.len || q < T.lo || q >= T.lo + T.n_rows) continue;
+                up_row[up_k] = T.x + (q - T.lo) * B * L * G;
+                up_coef[up_k] = T.a[p * 3 + j];
+                ++up_k;
+            }
+        } else {
+            cond = T.rows + t * T.stride;
+        }
         if (run->forced) {
             for (int b = 0; b < B; ++b) {
                 if (quantized) prev_i[b] = ((const int64_t*)run->forced)[t * B + b];
@@ -201,6 +221,7 @@ struct Worker {
         slot = step % P;
         ring = s->rings + s->ring_offset[l];
         x_now = ring + slot * B * R;
+        layer_term(l);
         layer_input(l);
         if (w8a8 && !(l == 0 && m->first_table))
             for (int b = 0; b < B; ++b)
@@ -241,6 +262,40 @@ struct Worker {
         return in;
     }
 
+    // tm, ldt: layer l's term at this step, in this thread's channels [c0, c0 + cw) and [H + c0, H + c0 + cw) — a
+    // slice of the rows term, or the upsampler's last stage made here (wn_polyphase's arithmetic, the same bits).
+    WN_INLINE void layer_term(int l) {
+        if (run->term.s == 0) {
+            tm = cond + (int64_t)l * G;
+            ldt = (int64_t)L * G;
+            return;
+        }
+        tm = tbuf;
+        ldt = G;
+        const vf k0 = splat(up_k > 0 ? up_coef[0] : 0.0f), k1 = splat(up_k > 1 ? up_coef[1] : 0.0f),
+                 k2 = splat(up_k > 2 ? up_coef[2] : 0.0f);
+        for (int b = 0; b < B; ++b)
+            for (int half = 0; half < 2; ++half) {
+                const int64_t at = (int64_t)b * L * G + (int64_t)l * G + half * H + c0;
+                const float* add = run->term.add + at;
+                float* out = tbuf + (int64_t)b * G + half * H + c0;
+                int i = 0;
+                for (; i + WN_W <= cw; i += WN_W) {
+                    vf v{};
+                    if (up_k > 0) v = k0 * loadv(up_row[0] + at + i);
+                    if (up_k > 1) v = fmadd(k1, loadv(up_row[1] + at + i), v);
+                    if (up_k > 2) v = fmadd(k2, loadv(up_row[2] + at + i), v);
+                    store(out + i, loadv(add + i) + v);
+                }
+                for (; i < cw; ++i) {
+                    float v = up_k > 0 ? up_coef[0] * up_row[0][at + i] : 0.0f;
+                    if (up_k > 1) v = __builtin_fmaf(up_coef[1], up_row[1][at + i], v);
+                    if (up_k > 2) v = __builtin_fmaf(up_coef[2], up_row[2][at + i], v);
+                    out[i] = add[i] + v;
+                }
+            }
+    }
+
     // x_now: the continuous input's 1x1 embedding (layer 0), or the residual sum of the layer before (l > 0).
     WN_INLINE void layer_input(int l) {
         if (l == 0 && !m->first_table) {
@@ -276,7 +331,7 @@ struct Worker {
     WN_INLINE void conv_from_tables() {
         for (int b = 0; b < B; ++b) {
             float* hb = h + (int64_t)b * 2 * cw;
-            const float* cb = cond + (int64_t)b * L * G;
+            const float* cb = tm + (int64_t)b * ldt;
             for (int r = 0; r < cw; ++r) { hb[r] = cb[c0 + r]; hb[cw + r] = cb[H + c0 + r]; }
             for (int j = 0; j < K; ++j) {
                 const int64_t back = (int64_t)(K - 1 - j) * d;
@@ -327,7 +382,7 @@ struct Worker {
         const float* pre_t = pre + (step % nb) * B * G;
         for (int b = 0; b < B; ++b) {
             float* hb = h + (int64_t)b * 2 * cw;
-            const float* cb = cond + (int64_t)b * L * G + (int64_t)l * G;
+            const float* cb = tm + (int64_t)b * ldt;
             const float* pb = pre_t + (int64_t)b * G;
             for (int r = 0; r < cw; ++r) {
                 hb[r] = cb[c0 + r] + pb[c0 + r];
@@ -352,7 +407,7 @@ struct Worker {
     WN_INLINE void conv_direct(int l) {
         const WNMatrix& Ma = m->conv_a[(int64_t)l * nt + tid];
         const WNMatrix& Mb = m->conv_b[(int64_t)l * nt + tid];
-        const float* term = cond + (int64_t)l * G;
+        const float* term = tm;
         if (w8a8) {   // the earlier taps' codes, then this step's (already made in layer())
             QInputs in;
             in.parts = K; in.n = R; in.ldq = R; in.lds = 1;
@@ -365,8 +420,8 @@ struct Worker {
                 in.q[j] = tq + (int64_t)j * B * R; in.scale[j] = ts + (int64_t)j * B; in.sum[j] = tsum + (int64_t)j * B;
             }
             in.q[K - 1] = xq; in.scale[K - 1] = xs; in.sum[K - 1] = xsum;
-            qmatmul(m, Ma, in, B, term + c0, L * G, h, 2 * cw);
-            qmatmul(m, Mb, in, B, term + H + c0, L * G, h + cw, 2 * cw);
+            qmatmul(m, Ma, in, B, term + c0, (int)ldt, h, 2 * cw);
+            qmatmul(m, Mb, in, B, term + H + c0, (int)ldt, h + cw, 2 * cw);
             return;
         }
         Inputs in;
@@ -377,8 +432,8 @@ struct Worker {
             in.x[j] = ring + ((slot - back) % P + P) % P * B * R;
             in.n[j] = R;
         }
-        matmul_blocks(m, Ma, 0, n_blocks(Ma), in, B, term + c0, L * G, h, 2 * cw);
-        matmul_blocks(m, Mb, 0, n_blocks(Mb), in, B, term + H + c0, L * G, h + cw, 2 * cw);
+        matmul_blocks(m, Ma, 0, n_blocks(Ma), in, B, term + c0, (int)ldt, h, 2 * cw);
+        matmul_blocks(m, Mb, 0, n_blocks(Mb), in, B, term + H + c0, (int)ldt, h + cw, 2 * cw);
     }
 
     // The step's logits (every thread the same): relu -> 1x1 (skip_scale folded) -> relu -> 1x1, thread t computing
