@@ -70,6 +70,33 @@ def test_fast_logits_any_batch_and_threads(threads, B):
 
 
 @needs_kernel
+@pytest.mark.parametrize("threads,B", [(2, 1), (3, 5), (2, 11)])
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_gate_output_exchange_is_exact(monkeypatch, threads, B, precision):
+    # the threads exchange their gate outputs and each makes the whole residual product (WNModel.exchange, w8a8's
+    # choice) instead of summing partial products: forced on for the precisions that keep the partial sums
+    torch.manual_seed(2)
+    model = WaveNet(WaveNetConfig(**WIDE, **MEL, **SPEAKER)).eval()
+    T = 96
+    x = random_inputs(model, B, T)
+    mel, spk = conditioning("mel+speaker", B, T)
+    g = model.speaker_vector(spk, B)
+    partial = FG.FastGenerator(model, threads=threads, precision=precision)
+    assert not partial._pack(B, threads).exchange
+    want = partial.logits(x, model.upsample(mel), g)
+    monkeypatch.setattr(TH, "exchange_outputs", lambda precision, batch, n_threads: n_threads > 1)
+    fast = FG.FastGenerator(model, threads=threads, precision=precision)
+    assert fast._pack(B, threads).exchange
+    got = fast.logits(x, model.upsample(mel), g)
+    if precision == "fp32":
+        with torch.no_grad():
+            full = model(x, mel, spk)
+        assert_close_derived(got, full, 2 * folded_logits(model, x, mel, spk)[1], "logits")
+    # the same quantised model either way: only the order of the residual sums differs (fp32 rounding)
+    assert_close_derived(got, want, 2 * folded_logits(model, x, mel, spk)[1], "logits")
+
+
+@needs_kernel
 def test_projecting_frames_then_upsampling_equals_projecting_the_upsampled_mel(monkeypatch):
     # the projection commutes with the (linear, per-channel) upsampler: windows anywhere, edges included
     torch.manual_seed(0)

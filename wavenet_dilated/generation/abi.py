@@ -26,7 +26,7 @@ class Model(ctypes.Structure):
         ("n_classes", ctypes.c_int32), ("n_mix", ctypes.c_int32), ("first_table", ctypes.c_int32),
         ("n_threads", ctypes.c_int32),
         ("res_scale", ctypes.c_float), ("log_scale_min", ctypes.c_float),
-        ("precision", ctypes.c_int32), ("pad_", ctypes.c_int32),
+        ("precision", ctypes.c_int32), ("exchange", ctypes.c_int32),
         ("dilation", ctypes.c_void_p), ("col0", ctypes.c_void_p), ("row0", ctypes.c_void_p),
         ("conv_a", ctypes.c_void_p), ("conv_b", ctypes.c_void_p), ("skip", ctypes.c_void_p), ("res", ctypes.c_void_p),
         ("weights", ctypes.c_void_p), ("scales", ctypes.c_void_p), ("res_bias", ctypes.c_void_p),

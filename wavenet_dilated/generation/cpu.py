@@ -213,9 +213,10 @@ class FastGenerator:
         return self.block if self.block is not None else _threads.auto_block(self.config, batch)
 
     def _pack(self, batch: int, n_threads: int) -> Packed:
-        key = (_threads.rows_per_block(batch), n_threads, self.block_for(batch))
+        key = (_threads.rows_per_block(batch), n_threads, self.block_for(batch),
+               _threads.exchange_outputs(self.precision, batch, n_threads))
         if key not in self._packed:
-            self._packed[key] = Packed(self.folded, self.model, key[0], n_threads, key[2])
+            self._packed[key] = Packed(self.folded, self.model, key[0], n_threads, key[2], key[3])
         return self._packed[key]
 
     # ------------------------------------------------------------------ state and conditioning

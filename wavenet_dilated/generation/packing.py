@@ -187,13 +187,14 @@ class Packed:
     them.
 
     Thread ``t`` owns gate channels ``[col0[t], col0[t+1])``: those rows of both conv halves and those columns of the
-    skip and residual 1×1s; and rows ``[row0[t], row0[t+1])`` of the first output 1×1 with the matching columns of the
-    second.
+    skip and residual 1×1s (with ``exchange``, the whole residual 1×1: :func:`~.threads.exchange_outputs`); and rows
+    ``[row0[t], row0[t+1])`` of the first output 1×1 with the matching columns of the second.
     """
 
-    def __init__(self, folded: HostWeights, model: WaveNet, ry: int, n_threads: int, block: int) -> None:
+    def __init__(self, folded: HostWeights, model: WaveNet, ry: int, n_threads: int, block: int,
+                 exchange: bool = False) -> None:
         c = model.config
-        self.folded = folded
+        self.folded, self.exchange = folded, exchange
         self.block = _threads.past_blocks(c.dilations, c.kernel_size, folded.table is not None, block)
         self.col0, self.row0 = _split8(c.gate_channels // 2, n_threads), _split8(c.skip_channels, n_threads)
         n_out = folded.out2.shape[0]
@@ -234,9 +235,9 @@ class Packed:
                 mats["a", i, t] = pack(f.conv[i][a:b, cur], ry, sc("conv", i, slice(a, b)))
                 mats["b", i, t] = pack(f.conv[i][H + a : H + b, cur], ry, sc("conv", i, slice(H + a, H + b)))
                 mats["s", i, t] = pack(f.skip[i][:, a:b], ry, sc("skip", i, slice(None)))
-                rs = f.res[i]
-                mats["r", i, t] = pack(rs[:, a:b], ry, sc("res", i, slice(None))) if rs.shape[0] else \
-                    _Matrix(0, 0, b - a, 1, 0)
+                rs = f.res[i] if self.exchange else f.res[i][:, a:b]  # exchange: every thread the whole matrix
+                mats["r", i, t] = pack(rs, ry, sc("res", i, slice(None))) if rs.shape[0] else \
+                    _Matrix(0, 0, rs.shape[1], 1, 0)
             rows = slice(self.row0[t], self.row0[t + 1])
             mats["o1", 0, t] = stream.pack(f.out1[rows], ry, sc("out1", 0, rows))
             mats["o2", 0, t] = stream.pack(out2[:, rows], ry, out2_scale)
@@ -276,7 +277,7 @@ class Packed:
             n_out=f.out2.shape[0], n_out_pad=self.n_out_pad, head=HEADS[c.output], n_classes=c.n_classes,
             n_mix=c.n_mixtures, first_table=int(f.table is not None), n_threads=n_threads,
             res_scale=RES_SCALE, log_scale_min=float(getattr(head, "log_scale_min", 0.0)),
-            precision=PRECISIONS.index(f.precision), scales=ptr(self.scales),
+            precision=PRECISIONS.index(f.precision), exchange=int(self.exchange), scales=ptr(self.scales),
             dilation=ptr(self.dilation), col0=ptr(self.col0), row0=ptr(self.row0),
             conv_a=conv_a, conv_b=conv_b, skip=skip, res=res, weights=ptr(self.weights),
             res_bias=ptr(f.res_bias), skip_bias=ptr(f.skip_bias), table=ptr(f.table), embed=ptr(f.embed),

@@ -66,6 +66,15 @@ def auto_block(config, batch: int) -> int:
     return max(2, min(PAST_BLOCK, PAST_COLUMNS // max(batch, 1)))
 
 
+def exchange_outputs(precision: str, batch: int, n_threads: int) -> bool:
+    """Whether the threads exchange gate outputs (each then computes the whole residual product) rather than sum
+    partial residual products after a barrier per layer (``WNModel.exchange``, ``csrc/worker.h``): with ``"w8a8"``,
+    whose products are cheap next to the cores' round trips (a cache line per 60 int8 codes instead of a flag and
+    then the partial sums); the weight-streaming precisions would read the rest of every residual matrix per step."""
+    del batch
+    return precision == "w8a8" and n_threads > 1
+
+
 def rows_per_block(batch: int) -> int:
     """8-row vectors per packed block for a batch: the micro-kernel keeps ``ry × columns`` accumulators in registers
     (the best of 1, 2, 4 and 8 measured per batch size in the generation loop)."""

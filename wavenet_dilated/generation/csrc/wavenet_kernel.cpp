@@ -53,8 +53,12 @@ extern "C" int wn_run(const WNModel* m, WNState* s, int64_t n_steps, const WNTer
     run.skip_part = scratch((size_t)ntt * B * m->S);
     run.res_part = scratch((size_t)2 * ntt * B * m->R);
     run.logit_part = scratch((size_t)ntt * B * m->n_out_pad);
+    int max_cols = 0;
+    for (int t = 0; t < ntt; ++t) max_cols = m->col0[t + 1] - m->col0[t] > max_cols ? m->col0[t + 1] - m->col0[t] : max_cols;
+    run.xlines = xlines_for((int64_t)B * max_cols * (int64_t)sizeof(float)) + 1;
+    run.xchg = (XLine*)scratch((size_t)2 * ntt * run.xlines * sizeof(XLine) / sizeof(float));
     int rc = 0;
-    if (!run.skip_part || !run.res_part || !run.logit_part) rc = -1;
+    if (!run.skip_part || !run.res_part || !run.logit_part || !run.xchg) rc = -1;
     const int nt = m->n_threads < 1 ? 1 : m->n_threads;
     run.barrier.n = nt;
     if (nt > 64) rc = -1;
@@ -73,7 +77,7 @@ extern "C" int wn_run(const WNModel* m, WNState* s, int64_t n_steps, const WNTer
         for (int i = 1; i <= started; ++i) pthread_join(threads[i], nullptr);
     }
     if (rc == 0) s->step += n_steps;
-    free(run.skip_part); free(run.res_part); free(run.logit_part);
+    free(run.skip_part); free(run.res_part); free(run.logit_part); free(run.xchg);
     return rc;
 }
 
@@ -186,7 +190,7 @@ extern "C" void wn_project(const float* x, int64_t rows, int32_t c, const float*
 #define WN_MODEL_FIELDS(X)                                                                                            \
     X(WNModel, n_layers) X(WNModel, R) X(WNModel, G) X(WNModel, S) X(WNModel, K) X(WNModel, n_out)                   \
     X(WNModel, n_out_pad) X(WNModel, head) X(WNModel, n_classes) X(WNModel, n_mix) X(WNModel, first_table)           \
-    X(WNModel, n_threads) X(WNModel, res_scale) X(WNModel, log_scale_min) X(WNModel, precision) X(WNModel, pad_)    \
+    X(WNModel, n_threads) X(WNModel, res_scale) X(WNModel, log_scale_min) X(WNModel, precision) X(WNModel, exchange)    \
     X(WNModel, dilation) X(WNModel, col0) X(WNModel, row0) X(WNModel, conv_a) X(WNModel, conv_b) X(WNModel, skip)   \
     X(WNModel, res) X(WNModel, weights) X(WNModel, scales) X(WNModel, res_bias) X(WNModel, skip_bias)               \
     X(WNModel, table) X(WNModel, embed) X(WNModel, out1) X(WNModel, out2) X(WNModel, out1_bias)                      \

@@ -19,7 +19,10 @@ struct WNModel {
     int32_t n_layers, R, G, S, K, n_out, n_out_pad, head;   // head: 0 categorical, 1 mol, 2 gaussian
     int32_t n_classes, n_mix, first_table, n_threads;
     float res_scale, log_scale_min;
-    int32_t precision, pad_;     // WN_FP32, WN_BF16 or WN_INT8
+    int32_t precision;           // WN_FP32, WN_BF16, WN_INT8 or WN_W8A8
+    int32_t exchange;            // 0: the threads sum partial residual products after a barrier per layer; 1: they
+                                 //    exchange gate outputs and each computes the whole residual product (res holds
+                                 //    the whole matrix for every thread; worker.h)
     const int32_t* dilation;     // [L]
     const int32_t* col0;         // [n_threads + 1]: thread t owns gate channels [col0[t], col0[t+1]) of G/2
     const int32_t* row0;         // [n_threads + 1]: thread t owns rows [row0[t], row0[t+1]) of the first output layer
@@ -27,8 +30,8 @@ struct WNModel {
                                  //         oldest first)
     const WNMatrix* conv_b;      // [L][nt] the same rows of the sigmoid half
     const WNMatrix* skip;        // [L][nt] thread t's columns of the skip 1x1 (S x cols)
-    const WNMatrix* res;         // [L][nt] thread t's columns of the residual 1x1 (R x cols), pre-scaled by
-                                 //         res_scale; the last layer's is unused
+    const WNMatrix* res;         // [L][nt] thread t's columns of the residual 1x1 (R x cols; exchange: all of
+                                 //         them), pre-scaled by res_scale; the last layer's is unused
     const void* weights;         // every packed matrix, elements of the precision's type (fp32, bf16 bits, int8)
     const float* scales;         // int8: per packed row, what its sums are multiplied by (else unused)
     const float* res_bias;       // [L][R] pre-scaled by res_scale

@@ -46,6 +46,19 @@ struct Barrier {
     }
 };
 
+// ----------------------------------------------------------------------------------------------- exchange
+// What a thread publishes for the others in the gate-output exchange (WNModel.exchange): its payload in lines of 60
+// bytes, each line carrying the exchange's number in its last 4 bytes, stored after the payload. x86 keeps stores in
+// order and loads in order (and the release/acquire pair says so to the compiler and to other CPUs), so a reader
+// that sees a line's number sees the payload before it: one cache-line transfer per line, no separate flag.
+struct alignas(64) XLine {
+    char data[60];
+    std::atomic<int32_t> number;
+};
+#define WN_XLINE_BYTES 60
+
+static inline int xlines_for(int64_t bytes) { return (int)((bytes + WN_XLINE_BYTES - 1) / WN_XLINE_BYTES); }
+
 // ----------------------------------------------------------------------------------------------- the loop
 struct Run {
     const WNModel* m;
@@ -62,6 +75,8 @@ struct Run {
     float* skip_part;           // [nt][B][S] per-thread skip sums (thread 0's starts at the summed biases)
     float* res_part;            // [2][nt][B][R] per-thread partial residual products, double-buffered by layer
     float* logit_part;          // [nt][B][n_out_pad] per-thread partial logits
+    XLine* xchg;                // [2][nt][xlines] the gate-output exchange, double-buffered by exchange number
+    int32_t xlines;             // lines per thread and buffer
     Barrier barrier;
 };
 
@@ -92,6 +107,7 @@ struct Worker {
     const int s0, sw;               // the rows of the first output 1x1 this thread owns
     const bool quantized;
     const bool w8a8;                // WN_W8A8: the layers' products take int8 codes of their inputs (qmatmul.h)
+    const bool zx;                  // the gate-output exchange (WNModel.exchange, more than one thread)
     int64_t epoch = 0;
     int phase = 0;
     float* h;
@@ -130,14 +146,23 @@ struct Worker {
     int d = 0;
     int64_t P = 0, slot = 0;
     float* ring = nullptr;
-    float* x_now = nullptr;         // this layer's input at this step
+    float* x_now = nullptr;         // this layer's input at this step (B, R): the thread's own copy (xbuf)
+    float* xbuf[2];                 // x_now of even and odd layers (the one before stays x_prev)
+    // the gate-output exchange: every thread's z of the layer, (B, H) (w8a8: their codes, code sums and scales)
+    float* zall = nullptr;
+    int8_t* zqall = nullptr;
+    int32_t* zqsum = nullptr;
+    float* zqs = nullptr;
+    int32_t xn = 0;                 // exchanges so far
+    int w0 = 0, w1 = 0;             // the channels of x_now this thread stores in the shared ring
     const float* tm = nullptr;      // this layer's term at this step: column b at tm + b * ldt (layer_term)
     int64_t ldt = 0;
 
     Worker(Run* run_, int tid_)
         : run(run_), m(run_->m), s(run_->s), tid(tid_), L(m->n_layers), R(m->R), G(m->G), S(m->S), K(m->K),
           H(G / 2), B(s->batch), nt(m->n_threads), NO(m->n_out_pad), c0(m->col0[tid]),
-          cw(m->col0[tid + 1] - c0), s0(m->row0[tid]), sw(m->row0[tid + 1] - s0), quantized(m->head == 0), w8a8(m->precision == WN_W8A8) {
+          cw(m->col0[tid + 1] - c0), s0(m->row0[tid]), sw(m->row0[tid + 1] - s0), quantized(m->head == 0),
+          w8a8(m->precision == WN_W8A8), zx(m->exchange != 0 && nt > 1) {
         h = scratch((size_t)B * 2 * (cw > 0 ? cw : 1));
         z = scratch((size_t)B * (cw > 0 ? cw : 1));
         relu_skip = scratch((size_t)B * S);
@@ -148,6 +173,18 @@ struct Worker {
         for (int l = 0; l < L; ++l) max_block = m->block[l] > max_block ? m->block[l] : max_block;
         xpast = scratch((size_t)max_block * B * (K - 1) * R + 1);
         tbuf = scratch((size_t)B * G);
+        xbuf[0] = scratch((size_t)B * R);
+        xbuf[1] = scratch((size_t)B * R);
+        if (zx && w8a8) {
+            zqall = (int8_t*)scratch(((size_t)B * H + 3) / 4);
+            zqsum = (int32_t*)scratch(B);
+            zqs = scratch(B);
+            for (int b = 0; b < B; ++b) zqs[b] = 1.0f / 127.0f;
+        } else if (zx) {
+            zall = scratch((size_t)B * H);
+        }
+        w0 = R / 16 * tid / nt * 16;
+        w1 = tid + 1 == nt ? R : R / 16 * (tid + 1) / nt * 16;
         prev_i = (int64_t*)malloc(sizeof(int64_t) * B);
         prev_f = (float*)malloc(sizeof(float) * B);
         my_skip = run->skip_part + (int64_t)tid * B * S;
@@ -173,7 +210,7 @@ struct Worker {
     Worker& operator=(const Worker&) = delete;
     ~Worker() {
         free(h); free(z); free(relu_skip); free(hidden); free(logits); free(work); free(prev_i); free(prev_f);
-        free(xpast); free(tbuf);
+        free(xpast); free(tbuf); free(xbuf[0]); free(xbuf[1]); free(zall); free(zqall); free(zqsum); free(zqs);
         free(xq); free(xs); free(xsum); free(tq); free(ts); free(tsum); free(pq); free(ps); free(psum);
         free(zq); free(zs); free(zsum);
     }
@@ -220,9 +257,16 @@ struct Worker {
         P = (int64_t)(K - 1) * d + 1;
         slot = step % P;
         ring = s->rings + s->ring_offset[l];
-        x_now = ring + slot * B * R;
+        x_now = xbuf[l & 1];
         layer_term(l);
         layer_input(l);
+        if (!(l == 0 && m->first_table)) {
+            // the ring gets x_now for the later steps' past taps: every thread computed all of it, each stores its
+            // own channels (no cache line written by two cores); the other threads' are in after this layer's barrier
+            float* dst = ring + slot * B * R;
+            for (int b = 0; b < B; ++b)
+                memcpy(dst + (int64_t)b * R + w0, x_now + (int64_t)b * R + w0, sizeof(float) * (w1 - w0));
+        }
         if (w8a8 && !(l == 0 && m->first_table))
             for (int b = 0; b < B; ++b)
                 quantize_dynamic(x_now + (int64_t)b * R, R, xq + (int64_t)b * R, xs + b, xsum + b);
@@ -238,20 +282,87 @@ struct Worker {
         const WNMatrix& Ms = m->skip[(int64_t)l * nt + tid];
         const WNMatrix& Mr = m->res[(int64_t)l * nt + tid];
         float* part = run->res_part + ((int64_t)(phase & 1) * nt + tid) * B * R;
+        const bool exchange = zx && l < L - 1;
         if (w8a8) {
             for (int b = 0; b < B; ++b) zsum[b] = quantize_unit(z + (int64_t)b * cw, cw, zq + (int64_t)b * cw);
+            if (exchange) publish(zq, 1);
             const QInputs zin = single(zq, zs, zsum, cw);
             qmatmul(m, Ms, zin, B, my_skip, S, my_skip, S);
-            if (l < L - 1) qmatmul(m, Mr, zin, B, nullptr, 0, part, R);
+            if (l < L - 1 && !zx) qmatmul(m, Mr, zin, B, nullptr, 0, part, R);
         } else {
+            if (exchange) publish(z, sizeof(float));
             Inputs zin;
             zin.parts = 1; zin.ldx = cw; zin.x[0] = z; zin.n[0] = cw;
             matmul_blocks(m, Ms, 0, n_blocks(Ms), zin, B, my_skip, S, my_skip, S);
-            if (l < L - 1) matmul_blocks(m, Mr, 0, n_blocks(Mr), zin, B, nullptr, 0, part, R);
+            if (l < L - 1 && !zx) matmul_blocks(m, Mr, 0, n_blocks(Mr), zin, B, nullptr, 0, part, R);
         }
         x_prev = (l == 0 && m->first_table) ? nullptr : x_now;
-        run->barrier.wait(tid, epoch);  // every thread's residual (and, after the last layer, skip) parts are in
+        if (exchange) gather(w8a8 ? (const void*)zq : (const void*)z, w8a8 ? 1 : (int)sizeof(float));
+        else run->barrier.wait(tid, epoch);  // every thread's residual (and, after the last layer, skip) parts are in
         ++phase;
+    }
+
+    // The gate-output exchange (WNModel.exchange): instead of partial residual products summed after a barrier,
+    // every thread publishes its z (w8a8: their codes) and, once it has the others', computes the whole residual
+    // product itself (layer_input) — one cache-line transfer per 60 bytes per layer, and the skip product done while
+    // the others' lines are on their way.
+    WN_INLINE XLine* xbuffer(int q) { return run->xchg + ((int64_t)(xn & 1) * nt + q) * run->xlines; }
+
+    WN_INLINE void publish(const void* payload, int es) {
+        ++xn;
+        XLine* lines = xbuffer(tid);
+        const char* src = (const char*)payload;
+        const int64_t bytes = (int64_t)B * cw * es;
+        for (int i = 0, n = xlines_for(bytes); i < n; ++i) {
+            const int64_t off = (int64_t)i * WN_XLINE_BYTES;
+            memcpy(lines[i].data, src + off, bytes - off < WN_XLINE_BYTES ? bytes - off : WN_XLINE_BYTES);
+            lines[i].number.store(xn, std::memory_order_release);
+        }
+    }
+
+    // Every thread's payload of this exchange into zall / zqall (B, H): the own from `mine`, the others' once each of
+    // their lines carries this exchange's number.
+    WN_INLINE void gather(const void* mine, int es) {
+        char* all = zx && w8a8 ? (char*)zqall : (char*)zall;
+        for (int q = 0; q < nt; ++q) {
+            const int cq = m->col0[q], wq = m->col0[q + 1] - cq;
+            const int64_t bytes = (int64_t)B * wq * es;
+            if (bytes == 0) continue;
+            const char* src = (const char*)mine;
+            if (q != tid) {
+                const XLine* lines = xbuffer(q);
+                const int n = xlines_for(bytes);
+                for (int spins = 0;; ++spins) {   // as Barrier::wait: re-reads, then paused, then yielding
+                    bool ready = true;
+                    for (int i = 0; i < n; ++i) ready &= lines[i].number.load(std::memory_order_acquire) == xn;
+                    if (ready) break;
+                    if (spins < 64) continue;
+                    if (spins < 4000) cpu_relax();
+                    else sched_yield();
+                }
+                for (int b = 0; b < B; ++b)
+                    from_lines(lines, (int64_t)b * wq * es, (int64_t)wq * es, all + ((int64_t)b * H + cq) * es);
+                continue;
+            }
+            for (int b = 0; b < B; ++b)
+                memcpy(all + ((int64_t)b * H + cq) * es, src + (int64_t)b * wq * es, (size_t)wq * es);
+        }
+        if (w8a8)
+            for (int b = 0; b < B; ++b) {
+                int32_t t = 0;
+                for (int c = 0; c < H; ++c) t += zqall[(int64_t)b * H + c];
+                zqsum[b] = t;
+            }
+    }
+
+    // n bytes of a published payload from byte `off` on.
+    static void from_lines(const XLine* lines, int64_t off, int64_t n, char* dst) {
+        while (n > 0) {
+            const int64_t i = off / WN_XLINE_BYTES, o = off - i * WN_XLINE_BYTES;
+            const int64_t k = n < WN_XLINE_BYTES - o ? n : WN_XLINE_BYTES - o;
+            memcpy(dst, lines[i].data + o, (size_t)k);
+            dst += k; off += k; n -= k;
+        }
     }
 
     // One part of B columns of n codes each, column-major.
@@ -302,6 +413,25 @@ struct Worker {
             // continuous input: the 1x1 embedding (every thread writes the same values)
             for (int b = 0; b < B; ++b)
                 for (int r = 0; r < R; ++r) x_now[b * R + r] = m->embed[r] * prev_f[b] + m->embed[R + r];
+        } else if (l > 0 && zx) {
+            // x_l = res_scale x_{l-1} + res_bias + W_res z, z gathered from every thread: the whole product here
+            const float* bias = m->res_bias + (int64_t)(l - 1) * R;
+            const vf scale = splat(m->res_scale);
+            for (int b = 0; b < B; ++b) {
+                const float* xp = x_prev ? x_prev + (int64_t)b * R : m->embed + prev_i[b] * R;
+                float* xn_ = x_now + (int64_t)b * R;
+                int r = 0;
+                for (; r + WN_W <= R; r += WN_W) store(xn_ + r, fmadd(scale, loadv(xp + r), loadv(bias + r)));
+                for (; r < R; ++r) xn_[r] = __builtin_fmaf(m->res_scale, xp[r], bias[r]);
+            }
+            const WNMatrix& Mr = m->res[(int64_t)(l - 1) * nt + tid];
+            if (w8a8) {
+                qmatmul(m, Mr, single(zqall, zqs, zqsum, H), B, x_now, R, x_now, R);
+            } else {
+                Inputs zin;
+                zin.parts = 1; zin.ldx = H; zin.x[0] = zall; zin.n[0] = H;
+                matmul_blocks(m, Mr, 0, n_blocks(Mr), zin, B, x_now, R, x_now, R);
+            }
         } else if (l > 0) {
             // x_l = res_scale x_{l-1} + res_bias + sum over threads of W_res[:, cols_t] z_t (same order everywhere)
             const float* bias = m->res_bias + (int64_t)(l - 1) * R;
@@ -429,7 +559,7 @@ struct Worker {
         in.ldx = R;
         for (int j = 0; j < K; ++j) {
             const int64_t back = (int64_t)(K - 1 - j) * d;
-            in.x[j] = ring + ((slot - back) % P + P) % P * B * R;
+            in.x[j] = back == 0 ? x_now : ring + ((slot - back) % P + P) % P * B * R;
             in.n[j] = R;
         }
         matmul_blocks(m, Ma, 0, n_blocks(Ma), in, B, term + c0, (int)ldt, h, 2 * cw);
