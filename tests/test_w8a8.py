@@ -12,6 +12,7 @@ from wavenet_dilated.generation import fast as FG
 from wavenet_dilated.generation import kernel as K
 from wavenet_dilated.generation.packing import TILE, _Stream
 from wavenet_dilated.generation.precision import quantize_dynamic, quantize_model, quantize_unit, row_codes
+from wavenet_dilated.generation.reference import UniformStream
 from wavenet_dilated.wavenet import WaveNet, WaveNetConfig
 
 
@@ -240,3 +241,26 @@ def test_w8a8_weights_are_the_int8_codes():
     codes, scale = row_codes(w, "w8a8")
     codes8, scale8 = row_codes(w, "int8")
     assert np.array_equal(codes, codes8) and np.array_equal(scale, scale8)
+
+
+@needs_kernel
+@pytest.mark.parametrize("threads", [1, 2])
+def test_w8a8_generation_continues_across_calls_to_the_bit(threads):
+    # the state's code rings (mirrored past the end for the blocks' windows) carry every layer's past codes from one
+    # call to the next: pieces of any length, starting anywhere in a block, give the samples of one call
+    torch.manual_seed(8)
+    model = WaveNet(WaveNetConfig(n_layers=6, n_stacks=2, kernel_size=3, residual_channels=16, gate_channels=48,
+                                  skip_channels=24, **MEL)).eval()
+    B, T = 2, 240
+    mel = torch.randn(B, 5, T // MEL["hop_length"])
+    fast = FG.FastGenerator(model, precision="w8a8", threads=threads, block=3)
+    frames = mel  # no mel context: the frames the generator upsamples
+
+    def pieces(sizes):
+        state = fast.init_state(B)
+        uniforms = UniformStream(B, model.head.n_uniforms, torch.Generator().manual_seed(4))
+        return torch.cat([fast.run(state, n, uniforms, frames=frames) for n in sizes], dim=1)
+
+    whole = pieces([T])
+    assert torch.equal(pieces([37, 64, 1, 99, 39]), whole)
+    assert len(whole.unique()) > 8  # a real signal, not a constant

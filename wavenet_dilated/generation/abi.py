@@ -41,7 +41,9 @@ class Model(ctypes.Structure):
 class State(ctypes.Structure):
     _fields_ = [("rings", ctypes.c_void_p), ("ring_offset", ctypes.c_void_p), ("class_ring", ctypes.c_void_p),
                 ("prev_class", ctypes.c_void_p), ("prev_value", ctypes.c_void_p), ("pre", ctypes.c_void_p),
-                ("pre_offset", ctypes.c_void_p), ("step", ctypes.c_int64), ("batch", ctypes.c_int32)]
+                ("pre_offset", ctypes.c_void_p), ("step", ctypes.c_int64), ("batch", ctypes.c_int32),
+                ("pad_", ctypes.c_int32), ("codes", ctypes.c_void_p), ("code_scale", ctypes.c_void_p),
+                ("code_sum", ctypes.c_void_p), ("code_offset", ctypes.c_void_p)]
 
 
 class Term(ctypes.Structure):

@@ -8,7 +8,10 @@ one pass over ``[W_a; W_b]`` (initialised with the additive term), the gate ``ta
 :class:`~.reference.UniformStream` (same block order, so the same seed gives the same samples as
 :func:`~.reference.generate`). With two threads each owns half the gate channels (those rows of the conv, those columns
 of the 1×1s); their partial residuals are summed after one spin barrier per layer (in thread order, so both get the same
-bits), the skip sums and logits after one more per sample. A second thread is used only while a core is idle
+bits), the skip sums and logits after one more per sample. With ``"w8a8"`` they instead exchange their gate outputs'
+int8 codes, in cache lines that carry their own exchange number, and each makes the whole residual product
+(:func:`~.threads.exchange_outputs`). Each thread keeps its own copy of a layer's input and stores only its channels in
+the shared ring, so no cache line is written by two cores. A second thread is used only while a core is idle
 (:class:`~.threads.ThreadChooser`).
 
 Per chunk of steps, the additive term of every layer's pre-activation, ``W_mel c_t + W_spk g + b_conv``: from the mel
@@ -108,12 +111,17 @@ class FastState:
     """Everything a fast generation carries from one sample to the next; owned by the caller.
 
     Attributes:
-        rings: all layers' ring buffers ``(slots_l, B, R)`` flattened (fp32, zero = silence before the start).
+        rings: all layers' ring buffers ``(slots_l, B, R)`` flattened (fp32, zero = silence before the start; empty
+            for ``"w8a8"``, which keeps codes instead).
         ring_offset: ``(L,)`` where each layer's ring starts in ``rings``.
         class_ring: the first layer's past input classes ``((K−1)·d_0 + 1, B)`` (categorical), −1 before the start.
         prev_class / prev_value: ``(B,)`` the last sample (the next step's input), for a categorical / continuous head.
         pre / pre_offset: blocked layers' past-tap products for the current block, ``(block_l, B, G)`` each, and where
             each starts in ``pre`` (see :func:`~.threads.past_blocks`).
+        codes / code_scale / code_sum / code_offset: ``"w8a8"`` only, the int8 codes of every layer's inputs with their
+            scales and code sums, ``(slots_l + block_l − 1, B, R)`` / ``(…, B)`` each (the first ``block_l − 1`` slots
+            again after the last, so that a block's past columns are contiguous), and where each layer's starts (in
+            columns); ``None`` otherwise.
         step: samples generated so far.
     """
 
@@ -126,6 +134,10 @@ class FastState:
     pre_offset: np.ndarray
     batch: int
     quantized: bool
+    codes: np.ndarray | None = None
+    code_scale: np.ndarray | None = None
+    code_sum: np.ndarray | None = None
+    code_offset: np.ndarray | None = None
     step: int = 0
 
     @property
@@ -136,7 +148,8 @@ class FastState:
     def _struct(self) -> _State:
         return _State(rings=ptr(self.rings), ring_offset=ptr(self.ring_offset), class_ring=ptr(self.class_ring),
                       prev_class=ptr(self.prev_class), prev_value=ptr(self.prev_value), pre=ptr(self.pre),
-                      pre_offset=ptr(self.pre_offset), step=self.step, batch=self.batch)
+                      pre_offset=ptr(self.pre_offset), step=self.step, batch=self.batch, codes=ptr(self.codes),
+                      code_scale=ptr(self.code_scale), code_sum=ptr(self.code_sum), code_offset=ptr(self.code_offset))
 
 
 def _offsets(sizes: list[int]) -> np.ndarray:
@@ -156,15 +169,16 @@ class FastGenerator:
         model: a :class:`~wavenet_dilated.wavenet.WaveNet` in eval mode, fp32, on CPU. The weights are folded and
             copied at construction (shared with other generators of the same model while its weights are unchanged):
             build a new generator after changing the model.
-        threads: threads of the compiled loop; they split the gate channels and meet at a barrier once per layer.
+        threads: threads of the compiled loop; they split the gate channels and meet once per layer (a barrier, or
+            the exchange of gate outputs).
             ``None`` (default) chooses between 1 and ``min(2, torch.get_num_threads())`` as it runs: two only
             while a core is idle and two measure faster (see :class:`~.threads.ThreadChooser`).
         block: at most this many steps' products of the past taps (all but the newest) are made at once, one matrix
             product per layer and block instead of one pass over those weights per step (``1``: off). ``None``
             (default): :func:`~.threads.auto_block`.
         precision: the step matrices' weights, ``"fp32"`` (default), ``"bf16"`` or ``"int8"`` with a scale per row
-            (:mod:`.precision`); sums and activations stay fp32. The reduced ones compute the model of
-            :func:`~.precision.quantize_model`.
+            (:mod:`.precision`), sums and activations fp32; or ``"w8a8"``, int8 weights and int8 activations with
+            exact int32 sums. The reduced ones compute the model of :func:`~.precision.quantize_model`.
 
     Raises:
         FastPathUnavailable: the kernel cannot be built or loaded here, or the model is not supported (see
@@ -229,7 +243,14 @@ class FastGenerator:
         first_table = self.folded.table is not None
         blocks = _threads.past_blocks(c.dilations, c.kernel_size, first_table, self.block_for(batch_size))
         pre_sizes = [int(n) * batch_size * c.gate_channels if n > 1 else 0 for n in blocks]
-        return FastState(
+        codes = {}
+        if self.precision == "w8a8":  # its products read the code rings only
+            sizes = [0] * len(sizes)
+            columns = [(s + int(n) - 1) * batch_size for s, n in zip(slots, blocks)]
+            n = int(sum(columns))
+            codes = dict(codes=aligned(n * c.residual_channels, np.int8), code_scale=aligned(n),
+                         code_sum=aligned(n, np.int32), code_offset=_offsets(columns))
+        return FastState(**codes,
             rings=aligned(int(sum(sizes))), ring_offset=_offsets(sizes),
             pre=aligned(max(1, int(sum(pre_sizes)))), pre_offset=_offsets(pre_sizes),
             class_ring=np.full((slots[0], batch_size), -1, np.int32),

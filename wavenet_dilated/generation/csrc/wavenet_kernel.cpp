@@ -197,7 +197,8 @@ extern "C" void wn_project(const float* x, int64_t rows, int32_t c, const float*
     X(WNModel, out2_bias) X(WNModel, block) X(WNModel, past_a) X(WNModel, past_b)
 #define WN_STATE_FIELDS(X)                                                                                            \
     X(WNState, rings) X(WNState, ring_offset) X(WNState, class_ring) X(WNState, prev_class) X(WNState, prev_value)  \
-    X(WNState, pre) X(WNState, pre_offset) X(WNState, step) X(WNState, batch)
+    X(WNState, pre) X(WNState, pre_offset) X(WNState, step) X(WNState, batch) X(WNState, pad_) X(WNState, codes)    \
+    X(WNState, code_scale) X(WNState, code_sum) X(WNState, code_offset)
 #define WN_TERM_FIELDS(X)                                                                                             \
     X(WNTerm, rows) X(WNTerm, stride) X(WNTerm, x) X(WNTerm, a) X(WNTerm, add) X(WNTerm, lo) X(WNTerm, n_rows)      \
     X(WNTerm, len) X(WNTerm, first) X(WNTerm, s) X(WNTerm, pad_)

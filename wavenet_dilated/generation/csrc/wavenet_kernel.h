@@ -57,7 +57,13 @@ struct WNState {
     float* pre;                  // blocked layers' past-tap sums for the current block, (block_l, B, G) each
     const int64_t* pre_offset;   // [L]
     int64_t step;                // samples generated so far
-    int32_t batch;
+    int32_t batch, pad_;
+    // WN_W8A8: every layer's input codes, their scales and code sums (worker.h quantize_dynamic), in rings of
+    // P_l + block_l - 1 slots (the first block_l - 1 slots again after the last), B columns each (null otherwise)
+    int8_t* codes;               // (slots_l, B, R) each
+    float* code_scale;           // (slots_l, B) each
+    int32_t* code_sum;           // (slots_l, B) each
+    const int64_t* code_offset;  // [L] where each layer's starts, in columns (codes: times R)
 };
 
 // The per-step additive term of every layer's pre-activation (conditioning projections + speaker projection + conv

@@ -121,17 +121,12 @@ struct Worker {
     int64_t* prev_i;
     float* prev_f;
     float* my_skip;
-    // w8a8: codes, scales and code sums of this layer's input at this step (B, R), of a direct layer's earlier taps
-    // (K-1, B, R), of a block's past inputs (block*B, K-1, R), and of the gate output (B, cw; scale 1/127)
+    // w8a8: codes, scales and code sums of this layer's input at this step (B, R) (the earlier inputs' are in the
+    // state's code rings), and of the gate output (B, cw; scale 1/127)
     int8_t* xq = nullptr;
     float* xs = nullptr;
     int32_t* xsum = nullptr;
-    int8_t* tq = nullptr;
-    float* ts = nullptr;
-    int32_t* tsum = nullptr;
-    int8_t* pq = nullptr;
-    float* ps = nullptr;
-    int32_t* psum = nullptr;
+    int q0 = 0, q1 = 0;             // the bytes of a column of codes this thread stores in the code ring
     int8_t* zq = nullptr;
     float* zs = nullptr;
     int32_t* zsum = nullptr;
@@ -190,16 +185,11 @@ struct Worker {
         my_skip = run->skip_part + (int64_t)tid * B * S;
         for (int b = 0; b < B; ++b) { prev_i[b] = s->prev_class[b]; prev_f[b] = s->prev_value[b]; }
         if (w8a8) {
-            const int64_t cols = (int64_t)max_block * B * (K - 1);
             xq = (int8_t*)scratch(((size_t)B * R + 3) / 4);
             xs = scratch(B);
             xsum = (int32_t*)scratch(B);
-            tq = (int8_t*)scratch(((size_t)(K - 1) * B * R + 3) / 4 + 1);
-            ts = scratch((size_t)(K - 1) * B + 1);
-            tsum = (int32_t*)scratch((size_t)(K - 1) * B + 1);
-            pq = (int8_t*)scratch(((size_t)cols * R + 3) / 4 + 1);
-            ps = scratch((size_t)cols + 1);
-            psum = (int32_t*)scratch((size_t)cols + 1);
+            q0 = R / 64 * tid / nt * 64;
+            q1 = tid + 1 == nt ? R : R / 64 * (tid + 1) / nt * 64;
             zq = (int8_t*)scratch(((size_t)B * (cw > 0 ? cw : 1) + 3) / 4);
             zs = scratch(B);
             zsum = (int32_t*)scratch(B);
@@ -211,7 +201,7 @@ struct Worker {
     ~Worker() {
         free(h); free(z); free(relu_skip); free(hidden); free(logits); free(work); free(prev_i); free(prev_f);
         free(xpast); free(tbuf); free(xbuf[0]); free(xbuf[1]); free(zall); free(zqall); free(zqsum); free(zqs);
-        free(xq); free(xs); free(xsum); free(tq); free(ts); free(tsum); free(pq); free(ps); free(psum);
+        free(xq); free(xs); free(xsum);
         free(zq); free(zs); free(zsum);
     }
 
@@ -260,16 +250,17 @@ struct Worker {
         x_now = xbuf[l & 1];
         layer_term(l);
         layer_input(l);
-        if (!(l == 0 && m->first_table)) {
+        if (w8a8 && !(l == 0 && m->first_table)) {
+            for (int b = 0; b < B; ++b)
+                quantize_dynamic(x_now + (int64_t)b * R, R, xq + (int64_t)b * R, xs + b, xsum + b);
+            store_codes(l);
+        } else if (!(l == 0 && m->first_table)) {
             // the ring gets x_now for the later steps' past taps: every thread computed all of it, each stores its
             // own channels (no cache line written by two cores); the other threads' are in after this layer's barrier
             float* dst = ring + slot * B * R;
             for (int b = 0; b < B; ++b)
                 memcpy(dst + (int64_t)b * R + w0, x_now + (int64_t)b * R + w0, sizeof(float) * (w1 - w0));
         }
-        if (w8a8 && !(l == 0 && m->first_table))
-            for (int b = 0; b < B; ++b)
-                quantize_dynamic(x_now + (int64_t)b * R, R, xq + (int64_t)b * R, xs + b, xsum + b);
         if (cw > 0) {
             if (l == 0 && m->first_table) conv_from_tables();
             else if (m->block[l] > 1) conv_blocked(l);
@@ -363,6 +354,31 @@ struct Worker {
             memcpy(dst, lines[i].data + o, (size_t)k);
             dst += k; off += k; n -= k;
         }
+    }
+
+    // w8a8: the layer's code ring (WNState.codes) gets this step's codes at `slot`, and again at P + slot while that
+    // is below P + block - 1, so that every block's window of past columns is contiguous. Each thread stores its own
+    // 64-byte pieces of the codes, thread 0 the scales and sums.
+    WN_INLINE void store_codes(int l) {
+        const int nb = m->block[l];
+        int8_t* codes = s->codes + s->code_offset[l] * R;
+        float* scale = s->code_scale + s->code_offset[l];
+        int32_t* sum = s->code_sum + s->code_offset[l];
+        for (int64_t k = slot; k < P + nb - 1; k += P)
+            for (int b = 0; b < B; ++b) {
+                const int64_t c = k * B + b;
+                if (q1 > q0) memcpy(codes + c * R + q0, xq + (int64_t)b * R + q0, (size_t)(q1 - q0));
+                if (tid == 0) { scale[c] = xs[b]; sum[c] = xsum[b]; }
+            }
+    }
+
+    // w8a8: the codes of layer l's input `back` steps ago, as part j of a product's inputs (columns: b, then the
+    // next steps' b, … in the mirrored window of store_codes).
+    WN_INLINE void past_codes(int l, int64_t back, QInputs& in, int j) const {
+        const int64_t c = ((slot - back) % P + P) % P * B + s->code_offset[l];
+        in.q[j] = s->codes + c * R;
+        in.scale[j] = s->code_scale + c;
+        in.sum[j] = s->code_sum + c;
     }
 
     // One part of B columns of n codes each, column-major.
@@ -480,18 +496,10 @@ struct Worker {
         const int nb = m->block[l];
         float* pre = s->pre + s->pre_offset[l];
         const int KR = (K - 1) * R;
-        if (step % nb == 0 && w8a8) {
-            for (int i = 0; i < nb; ++i)
-                for (int j = 0; j < K - 1; ++j) {
-                    const int64_t src = ((step + i - (int64_t)(K - 1 - j) * d) % P + P) % P;
-                    for (int b = 0; b < B; ++b) {
-                        const int64_t c = ((int64_t)i * B + b) * (K - 1) + j;
-                        quantize_dynamic(ring + (src * B + b) * R, R, pq + c * R, ps + c, psum + c);
-                    }
-                }
+        if (step % nb == 0 && w8a8) {   // the past taps' codes straight from the code ring
             QInputs pin;
-            pin.parts = K - 1; pin.n = R; pin.ldq = KR; pin.lds = K - 1;
-            for (int j = 0; j < K - 1; ++j) { pin.q[j] = pq + (int64_t)j * R; pin.scale[j] = ps + j; pin.sum[j] = psum + j; }
+            pin.parts = K - 1; pin.n = R; pin.ldq = R; pin.lds = 1;
+            for (int j = 0; j < K - 1; ++j) past_codes(l, (int64_t)(K - 1 - j) * d, pin, j);
             qmatmul(m, m->past_a[(int64_t)l * nt + tid], pin, nb * B, nullptr, 0, pre + c0, G);
             qmatmul(m, m->past_b[(int64_t)l * nt + tid], pin, nb * B, nullptr, 0, pre + H + c0, G);
         } else if (step % nb == 0) {
@@ -538,17 +546,10 @@ struct Worker {
         const WNMatrix& Ma = m->conv_a[(int64_t)l * nt + tid];
         const WNMatrix& Mb = m->conv_b[(int64_t)l * nt + tid];
         const float* term = tm;
-        if (w8a8) {   // the earlier taps' codes, then this step's (already made in layer())
+        if (w8a8) {   // the earlier taps' codes from the code ring, then this step's (made in layer())
             QInputs in;
             in.parts = K; in.n = R; in.ldq = R; in.lds = 1;
-            for (int j = 0; j < K - 1; ++j) {
-                const float* tap = ring + ((slot - (int64_t)(K - 1 - j) * d) % P + P) % P * B * R;
-                for (int b = 0; b < B; ++b) {
-                    const int64_t c = (int64_t)j * B + b;
-                    quantize_dynamic(tap + (int64_t)b * R, R, tq + c * R, ts + c, tsum + c);
-                }
-                in.q[j] = tq + (int64_t)j * B * R; in.scale[j] = ts + (int64_t)j * B; in.sum[j] = tsum + (int64_t)j * B;
-            }
+            for (int j = 0; j < K - 1; ++j) past_codes(l, (int64_t)(K - 1 - j) * d, in, j);
             in.q[K - 1] = xq; in.scale[K - 1] = xs; in.sum[K - 1] = xsum;
             qmatmul(m, Ma, in, B, term + c0, (int)ldt, h, 2 * cw);
             qmatmul(m, Mb, in, B, term + H + c0, (int)ldt, h + cw, 2 * cw);
