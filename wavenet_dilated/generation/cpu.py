@@ -180,6 +180,8 @@ class FastGenerator:
             (:mod:`.precision`), sums and activations fp32; or ``"w8a8"``, int8 weights and int8 activations with
             exact int32 sums. The reduced ones compute the model of :func:`~.precision.quantize_model`.
 
+    One generator serves one call at a time (it keeps scratch buffers between chunks); give each thread its own.
+
     Raises:
         FastPathUnavailable: the kernel cannot be built or loaded here, or the model is not supported (see
             :func:`unsupported_reason`).
@@ -216,6 +218,7 @@ class FastGenerator:
         self.folded = self._prepared.folded
         self._packed = self._prepared.packed
         self._polyphase = polyphase_plan(model)
+        self._stage_buffers: dict[int, torch.Tensor] = {}  # _upsample's, kept between chunks
         if self.folded.cond_weight is not None:
             self._cond_weight_t = self.folded.cond_weight.T.contiguous()  # (C_mel, L·G)
 
@@ -289,7 +292,18 @@ class FastGenerator:
     def _upsample(self, frames: torch.Tensor, first: int, n_steps: int, constant: torch.Tensor,
                   fuse_last: bool) -> _Term:
         """:meth:`project_frames` as a kernel term: the whole term (``fuse_last`` false or no stage), or everything but
-        the last upsampling stage, which the kernel's threads then make per step (``WNTerm.s``)."""
+        the last upsampling stage, which the kernel's threads then make per step (``WNTerm.s``). With ``fuse_last``
+        the stages write into buffers kept from one chunk to the next (fresh pages for every chunk cost more than
+        the stages' arithmetic), so the term is valid until the next call."""
+
+        def rows(i: int, n: int, width: int) -> torch.Tensor:  # stage i's output, n rows
+            if not fuse_last:
+                return torch.empty(n, width)
+            kept = self._stage_buffers.get(i)
+            if kept is None or kept.numel() < n * width:
+                kept = self._stage_buffers[i] = torch.empty(n * width)
+            return kept[: n * width].view(n, width)
+
         plan = self._polyphase
         assert plan is not None and self.folded.cond_weight is not None
         B, C, F_ = frames.shape
@@ -305,14 +319,14 @@ class FastGenerator:
         lo0, hi0 = ranges[0]
         x_in = frames[:, :, lo0:hi0].permute(2, 0, 1).reshape((hi0 - lo0) * B, C).float().contiguous()
         lg = self.folded.cond_weight.shape[0]
-        x = torch.empty(hi0 - lo0, width)  # rows (frame, batch) → (n_frames, B·L·G)
+        x = rows(0, hi0 - lo0, width)  # rows (frame, batch) → (n_frames, B·L·G)
         self._lib.wn_project(x_in.data_ptr(), x_in.shape[0], C, self._cond_weight_t.data_ptr(), lg, x.data_ptr())
         fused = len(plan) if fuse_last and plan else None
         for i, (s, a) in enumerate(plan):
             (lo_in, hi_in), (lo_out, hi_out) = ranges[i], ranges[i + 1]
             if i + 1 == fused:  # the kernel makes this stage's outputs as it reads them
                 return _Term(None, 0, x, a, constant, lo_in, hi_in - lo_in, lens[i], first, s)
-            y = torch.empty(hi_out - lo_out, width)
+            y = rows(i + 1, hi_out - lo_out, width)
             last = i == len(plan) - 1
             self._lib.wn_polyphase(x.data_ptr(), lo_in, hi_in - lo_in, lens[i], width, s, a.ctypes.data, lo_out,
                                    hi_out - lo_out, constant.data_ptr() if last else None, y.data_ptr())

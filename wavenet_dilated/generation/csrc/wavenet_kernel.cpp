@@ -157,13 +157,13 @@ extern "C" void wn_polyphase(const float* x, int64_t lo_in, int64_t n_in, int64_
 }
 
 // y (rows x w) = x (rows x c) @ wt (c x w): the frame-rate projection of the conditioning (a few frames per chunk;
-// done here rather than by torch so that no OpenMP pool is woken per chunk).
+// done here rather than by torch so that no OpenMP pool is woken per chunk). Columns outermost: a slice of wt
+// (c x 4 vectors) stays in L1 for every row instead of all of wt passing through the caches once per row.
 extern "C" void wn_project(const float* x, int64_t rows, int32_t c, const float* wt, int64_t w, float* y) {
-    for (int64_t r = 0; r < rows; ++r) {
-        float* out = y + r * w;
-        const float* xr = x + r * c;
-        int64_t i = 0;
-        for (; i + 4 * WN_W <= w; i += 4 * WN_W) {
+    int64_t i = 0;
+    for (; i + 4 * WN_W <= w; i += 4 * WN_W)
+        for (int64_t r = 0; r < rows; ++r) {
+            const float* xr = x + r * c;
             vf a0{}, a1{}, a2{}, a3{};
             for (int k = 0; k < c; ++k) {
                 const vf xv = splat(xr[k]);
@@ -173,14 +173,15 @@ extern "C" void wn_project(const float* x, int64_t rows, int32_t c, const float*
                 a2 = fmadd(xv, loadv(row + 2 * WN_W), a2);
                 a3 = fmadd(xv, loadv(row + 3 * WN_W), a3);
             }
-            store(out + i, a0); store(out + i + WN_W, a1); store(out + i + 2 * WN_W, a2); store(out + i + 3 * WN_W, a3);
+            float* out = y + r * w + i;
+            store(out, a0); store(out + WN_W, a1); store(out + 2 * WN_W, a2); store(out + 3 * WN_W, a3);
         }
-        for (; i < w; ++i) {
+    for (int64_t r = 0; r < rows; ++r)
+        for (int64_t j = i; j < w; ++j) {
             float v = 0.0f;
-            for (int k = 0; k < c; ++k) v += xr[k] * wt[(int64_t)k * w + i];
-            out[i] = v;
+            for (int k = 0; k < c; ++k) v += x[r * c + k] * wt[(int64_t)k * w + j];
+            y[r * w + j] = v;
         }
-    }
 }
 
 // ----------------------------------------------------------------------------------------------- layout
