@@ -83,10 +83,15 @@ def peer_model(peer_cls):
                     scalar_input=False, cin_pad=CIN_PAD)
 
 
-def interleaved(calls: dict[str, Callable[[], float]], repeats: int) -> dict[str, list[float]]:
-    """Each call once as a warm-up, then ``repeats`` rounds of every call in turn; per name the measured values."""
-    for fn in calls.values():
+def interleaved(calls: dict[str, Callable[[], float]], repeats: int,
+                warm_up: dict[str, float] | None = None) -> dict[str, list[float]]:
+    """Each call once as a warm-up (its seconds stored in ``warm_up`` when given), then ``repeats`` rounds of every
+    call in turn; per name the measured values."""
+    for k, fn in calls.items():
+        t0 = time.perf_counter()
         fn()
+        if warm_up is not None:
+            warm_up[k] = time.perf_counter() - t0
     out: dict[str, list[float]] = {k: [] for k in calls}
     for _ in range(repeats):
         for k, fn in calls.items():
@@ -212,10 +217,15 @@ def main(argv: list[str] | None = None) -> int:
         rows.append({"measure": f"{PRESET} generation, batch 1", "target": None,
                      "measured": result["generation"]["peer incremental_forward"]["median"]})
     if args.training:
+        warm_up: dict[str, float] = {}
         values = interleaved(training_calls(peer_cls, args.train_batch, args.train_length, args.amp, args.compile),
-                             args.train_repeats)
+                             args.train_repeats, warm_up)
         name = f"{PRESET} training, {args.train_batch} x {args.train_length}"
         result["training"] = report(name, values, "peer forward+backward+Adam")
+        print("  first call (s; a compiled one includes its compilation): "
+              + ", ".join(f"{k} {v:.1f}" for k, v in warm_up.items()))
+        for k, v in warm_up.items():
+            result["training"][k]["first_call_s"] = v
         rows.append({"measure": name, "target": None,
                      "measured": result["training"]["peer forward+backward+Adam"]["median"]})
     result["load_after"] = os.getloadavg()

@@ -319,7 +319,8 @@ def assert_close_after_first_adam_step(trainer: Trainer, other: dict[str, torch.
 
     The first step moves each weight by ``lr·g/(|g| + ε)`` (the bias corrections cancel), whose change for a gradient
     error ``δ`` is at most ``lr·ε·δ/(|g| + ε)²`` (and never more than ``2·lr``, a flipped sign); a sum of ``n_terms``
-    fp32 terms in another order errs by ``δ <= eps·√n_terms·‖g‖``; the new weight itself is rounded (``eps·|w|``).
+    fp32 terms in another order errs by ``δ <= eps·√n_terms·‖g‖``; the new weight itself is rounded (``eps·|w|``), and
+    so is the update before it is added (``eps·lr``: its magnitude is at most ``lr``).
     """
     (group,) = trainer.optimizer.param_groups
     lr, adam_eps = trainer.config.lr * lr_factor(0, trainer.config), group["eps"]
@@ -332,7 +333,7 @@ def assert_close_after_first_adam_step(trainer: Trainer, other: dict[str, torch.
         if k not in grads:  # buffers, and parameters without a gradient: Adam leaves them alone
             assert torch.equal(w, other[k]), k
             continue
-        tol = lr * (adam_eps * delta / (grads[k].abs() + adam_eps) ** 2).clamp(max=2.0) + 2 * EPS32 * w.abs()
+        tol = lr * (adam_eps * delta / (grads[k].abs() + adam_eps) ** 2).clamp(max=2.0) + 2 * EPS32 * (w.abs() + lr)
         diff = (w - other[k]).abs()
         assert (diff <= tol).all(), f"{k} differs by {(diff - tol).max().item():.3g} beyond its tolerance"
 

@@ -2,15 +2,24 @@
 
 :meth:`~wavenet_dilated.wavenet.WaveNet.forward` runs every layer as convolutions in the ``(B, C, T)`` layout: a dilated
 oneDNN convolution for the gate pre-activation and ``slow_conv2d`` for the 1×1s, both well below a plain sgemm on
-CPU. Here the activations are time-major ``(B, T, C)`` so that every layer is two plain matrix products over all
+CPU. Here the activations are time-major ``(B, T, C)`` so that every layer is plain matrix products over all
 ``B·T`` samples at once:
 
-* ``[x(t − (k−1)d) … x(t)] @ W_convᵀ`` — the dilated conv in one product (the taps are shifted views of the
-  left-padded input, concatenated), added to the layer's mel projection ``mel(t) @ W_melᵀ``; the mel projections of
-  several layers are one product over all samples (see :func:`_mel_projections`);
-* ``z @ [W_skip; W_res]ᵀ`` — skip and residual 1×1s in one product;
+* ``Σ_j x(t − (k−1−j)d) @ W_jᵀ + [mel(t) | 1] @ [W_mel | bias]ᵀ`` — the dilated conv as one product per tap, each
+  reading its shifted window of the input in place, and the mel projection with the conv bias;
+* ``z @ W_skipᵀ`` and ``z @ W_resᵀ`` accumulated into the skip sum and the residual stream by the products;
 * the categorical loss over ``(B·T, classes)`` rows, the class dimension contiguous (the ``(B, classes, T)`` layout
   costs a transposed copy and a strided log-softmax).
+
+The blocks' forward and backward are written out by hand (:class:`_ResidualStack`, a ``torch.autograd.Function``):
+at these sizes a step is mostly sgemm, and autograd's generic backward of the same expression (zero-filled slice
+gradients for every tap, concatenations for ``chunk``/``split``, the taps' copy) costs about half as much again in
+memory passes. Where it does not apply (dropout being drawn, autocast, ``torch.compile``, which fuses the plain
+expression itself) the blocks run as plain autograd operations (:func:`_autograd_skips`): the taps concatenated for
+one product, the mel projections of several layers in one product (:func:`_mel_projections`), skip and residual
+1×1s in one product. Measured on one thread at the ``ljspeech`` sizes (2 × 8192): 1.47× the peer's (r9y9's)
+training step with the hand-written stack, 1.05× with the plain autograd blocks, 1.18× with those through
+``torch.compile`` (``benchmarks/peer.py``).
 
 Same parameters (weight norm and dropout included), same outputs up to fp32 rounding (tested against
 :meth:`WaveNet.forward` for logits and gradients); the layers' matrices come from
@@ -125,9 +134,52 @@ def _fused_logits(
     else:
         w, bias = input_affine(model)
         x = inputs.to(w.dtype)[:, :, None] * w + bias
+    starts = _layer_starts(list(model.blocks), start)
+    if _stack_applies(model, x):
+        skips = _stack_skips(model, x, cond, g, starts, start)
+    else:
+        skips = _autograd_skips(model, x, cond, g, starts, start)
+    hidden = F.relu(F.linear(F.relu(skips * model.skip_scale), *pointwise(model.out1)))
+    return F.linear(hidden, *pointwise(model.out2))
+
+
+def _stack_applies(model: WaveNet, x: torch.Tensor) -> bool:
+    """Whether :class:`_ResidualStack` computes this model's blocks: no dropout being drawn, every block but the last
+    with a residual 1×1, not under autocast (its products write into buffers of the input's dtype) and not under
+    ``torch.compile`` (which fuses the plain expression itself)."""
     blocks = list(model.blocks)
-    G = model.config.gate_channels
-    starts = _layer_starts(blocks, start)
+    return (not torch.compiler.is_compiling() and not torch.is_autocast_enabled(x.device.type)
+            and not any(b.dropout > 0 and b.training for b in blocks)
+            and all(b.residual is not None for b in blocks[:-1]) and blocks[-1].residual is None)
+
+
+def _stack_skips(model: WaveNet, x: torch.Tensor, cond: torch.Tensor | None, g: torch.Tensor | None,
+                 starts: list[int], start: int) -> torch.Tensor:
+    """The skip sum ``(B, T − start, S)`` (biases included) through :class:`_ResidualStack`."""
+    blocks = list(model.blocks)
+    if cond is not None:
+        cond = cond.contiguous()
+    weights: list[torch.Tensor | None] = []
+    for block in blocks:
+        w_aux = conv_biases([block])[:, None]  # [W_mel | bias]: the bias's column meets a column of ones
+        if cond is not None:
+            w_aux = torch.cat([cond_matrix([block]), w_aux], dim=1)
+        w_skip, _ = pointwise(block.skip)
+        w_res, b_res = pointwise(block.residual) if block.residual is not None else (None, None)
+        weights += [conv_matrix(block), w_aux, w_skip, w_res, b_res]
+    layers = tuple((b.conv.kernel_size, b.conv.dilation, s_l) for b, s_l in zip(blocks, starts))
+    spk = speaker_terms(blocks, g) if g is not None else None
+    skips = _ResidualStack.apply(layers, start, torch.is_grad_enabled(), x, cond, spk, *weights)
+    return skips + torch.stack([pointwise(b.skip)[1] for b in blocks]).sum(0)
+
+
+def _autograd_skips(model: WaveNet, x: torch.Tensor, cond: torch.Tensor | None, g: torch.Tensor | None,
+                    starts: list[int], start: int) -> torch.Tensor:
+    """The skip sum ``(B, T − start, S)`` block by block in plain autograd operations (dropout included)."""
+    c = model.config
+    B, T, _ = x.shape
+    blocks = list(model.blocks)
+    G = c.gate_channels
     mel_terms = _mel_projections(model, cond, starts) if cond is not None else [None] * len(blocks)
     spk_terms = speaker_terms(blocks, g).split(G, dim=1) if g is not None else [None] * len(blocks)
     skips, first = None, 0  # x holds positions first … T − 1
@@ -161,8 +213,7 @@ def _fused_logits(
             x = (x[:, s_l - first :] + r) * RES_SCALE
             first = s_l
         skips = sk if skips is None else skips + sk
-    hidden = F.relu(F.linear(F.relu(skips * model.skip_scale), *pointwise(model.out1)))
-    return F.linear(hidden, *pointwise(model.out2))
+    return skips
 
 
 def _layer_starts(blocks: list, start: int) -> list[int]:
@@ -195,6 +246,181 @@ def _mel_projections(model: WaveNet, cond: torch.Tensor, starts: list[int]) -> l
         terms = F.linear(rows, cond_matrix(group), conv_biases(group)).split(G, dim=1)
         for s_l, term in zip(starts[i : i + per_group], terms):
             out.append(term if s_l == first else term.view(B, T - first, G)[:, s_l - first :])
+    return out
+
+
+class _ResidualStack(torch.autograd.Function):
+    """The residual blocks' forward and backward written out: the skip sum ``(B, T − start, S)`` (skip biases left out)
+    from the first block's input ``x (B, T, R)``.
+
+    The same function as the per-block autograd expression (:func:`_autograd_skips`), in fewer passes over memory:
+
+    * a block's conv is one product per tap, each reading its shifted window of the input in place and adding into
+      the gate pre-activation (``addmm_``), after one product ``[cond | 1] @ [W_mel | bias]ᵀ`` that starts it (the
+      bias, and a speaker's term, ride in the column of ones): no concatenated taps, no bias copy;
+    * the gate is evaluated in place in that buffer, its gradient in two passes per half (no ``chunk``
+      concatenation);
+    * the skip sum and the residual stream are accumulated by the 1×1 products themselves (``addmm`` with ``beta``);
+    * in the backward the taps' weight gradients are products over the same windows, and the input's gradient is
+      accumulated in place, one product per tap (no zero-filled slice gradients).
+
+    Saved per block (when ``keep``: a graph is being recorded): its input, the gate's ``tanh``/``sigmoid`` and their
+    product; the backward frees them (and overwrites the gate's) as it passes, so a graph is back-propagated once.
+
+    ``layers``: per block ``(kernel_size, dilation, first position)``; ``weights``: per block ``(W_conv (G, K·R),
+    [W_mel | conv bias] (G, C_mel + 1), W_skip (S, G/2), W_res (R, G/2), b_res (R,))``, the last two ``None`` for the
+    last block; ``cond``: ``(B, T, C_mel)`` or ``None``; ``spk``: ``(B, L·G)`` speaker terms or ``None``.
+    """
+
+    @staticmethod
+    def forward(ctx, layers, start, keep, x, cond, spk, *weights):  # noqa: D102
+        B, T, R = x.shape
+        aux = _with_ones(x, cond)  # (B, T, C + 1)
+        skips, first, saved = None, 0, []
+        for l, (k, d, s) in enumerate(layers):
+            w, w_aux, w_skip, w_res, b_res = weights[5 * l : 5 * l + 5]
+            G = w.shape[0]
+            T_l = T - s
+            h = x.new_empty(B, T_l, G)
+            for b in range(B):
+                torch.mm(aux[b, s:], _batch_aux(w_aux, spk, b, l).T, out=h[b])
+                for j, rows, window in _taps(k, d, first, s, T):
+                    h[b, rows:].addmm_(x[b, window], w[:, j * R : (j + 1) * R].T)
+            t, g = h[:, :, : G // 2], h[:, :, G // 2 :]
+            t.tanh_()
+            g.sigmoid_()
+            z = t * g  # (B, T_l, G/2)
+            if skips is None:
+                skips = torch.matmul(z[:, start - s :], w_skip.T)
+            else:
+                for out, zm in _matrices(skips, z[:, start - s :]):
+                    out.addmm_(zm, w_skip.T)
+            if keep:
+                saved.append((x, h, z))
+            if w_res is not None:  # x ← (x + z W_resᵀ + b_res)·√½ on positions s …
+                nxt = x.new_empty(B, T_l, R)
+                for out, xm, zm in _matrices(nxt, x[:, s - first :], z):
+                    torch.addmm(xm, zm, w_res.T, beta=RES_SCALE, alpha=RES_SCALE, out=out)
+                nxt.add_(b_res, alpha=RES_SCALE)
+                x, first = nxt, s
+        ctx.layers, ctx.start, ctx.saved = layers, start, saved
+        ctx.save_for_backward(cond, spk, *weights)
+        return skips
+
+    @staticmethod
+    def backward(ctx, g_skips):  # noqa: D102
+        cond, spk, *weights = ctx.saved_tensors
+        layers, start, saved = ctx.layers, ctx.start, ctx.saved
+        if saved[-1] is None:
+            raise RuntimeError("the fused residual stack frees its saved tensors in backward: back-propagate once")
+        g_skips = g_skips.contiguous()
+        x0 = saved[0][0]
+        B, T, R = x0.shape
+        aux = _with_ones(x0, cond)
+        g_cond = torch.zeros_like(cond) if cond is not None and ctx.needs_input_grad[4] else None
+        g_spk = torch.zeros_like(spk) if spk is not None and ctx.needs_input_grad[5] else None
+        g_weights: list[torch.Tensor | None] = [None] * len(weights)
+        g_next = None  # the gradient of the block's output (positions s …)
+        for l in reversed(range(len(layers))):
+            k, d, s = layers[l]
+            first = layers[l - 1][2] if l else 0
+            w, w_aux, w_skip, w_res, b_res = weights[5 * l : 5 * l + 5]
+            x, h, z = saved[l]
+            saved[l] = None
+            G, T_l = w.shape[0], T - s
+            H = G // 2
+            dz = x.new_empty(B, T_l, H)
+            if g_next is None:
+                dz[:, : start - s].zero_()
+                for out, gm in _matrices(dz[:, start - s :], g_skips):
+                    torch.mm(gm, w_skip, out=out)
+            else:
+                for out, gm in _matrices(dz, g_next):
+                    torch.mm(gm, w_res * RES_SCALE, out=out)
+                for out, gm in _matrices(dz[:, start - s :], g_skips):
+                    out.addmm_(gm, w_skip)
+                g_weights[5 * l + 3] = _sum_of_products(g_next, z).mul_(RES_SCALE)
+                g_weights[5 * l + 4] = g_next.sum((0, 1)).mul_(RES_SCALE)
+            g_weights[5 * l + 2] = _sum_of_products(g_skips, z[:, start - s :])
+            t, g = h[:, :, :H], h[:, :, H:]
+            dh = h  # the gate's gradient overwrites its saved values, half by half
+            torch.mul(dz, t, out=z)  # z is no longer needed: ∂/∂b = dz·tanh(a)·σ(b)(1 − σ(b))
+            dz.mul_(g)  # ∂/∂a = dz·σ(b)·(1 − tanh²(a))
+            torch.ops.aten.tanh_backward(dz, t, grad_input=t)
+            torch.ops.aten.sigmoid_backward(z, g, grad_input=g)
+            del dz, z
+            g_w = torch.zeros_like(w)
+            g_aux = torch.zeros_like(w_aux)
+            gx = x.new_empty(B, T - first, R)  # the input's gradient, positions first …
+            gx[:, : s - first].zero_()
+            last = w[:, (k - 1) * R :]
+            for b in range(B):
+                per_batch = dh[b].T @ aux[b, s:]  # (G, C + 1): the mel weights' and the bias's (last column)
+                g_aux += per_batch
+                if g_spk is not None:
+                    g_spk[b, l * G : (l + 1) * G] = per_batch[:, -1]
+                if g_cond is not None:
+                    g_cond[b, s:].addmm_(dh[b], w_aux[:, :-1])
+                # the residual path and the last tap (both at positions s …) in one product, the others added in place
+                out = gx[b, s - first :]
+                if g_next is None:
+                    torch.mm(dh[b], last, out=out)
+                else:
+                    torch.addmm(g_next[b], dh[b], last, beta=RES_SCALE, out=out)
+                for j, rows, window in _taps(k, d, first, s, T):
+                    g_w[:, j * R : (j + 1) * R].addmm_(dh[b, rows:].T, x[b, window])
+                    if j < k - 1:
+                        gx[b, window].addmm_(dh[b, rows:], w[:, j * R : (j + 1) * R])
+            g_weights[5 * l], g_weights[5 * l + 1] = g_w, g_aux
+            g_next = gx
+        return (None, None, None, g_next, g_cond, g_spk, *g_weights)
+
+
+def _taps(k: int, d: int, first: int, s: int, T: int):
+    """Per tap ``j`` of a block computing positions ``s … T − 1`` from an input holding positions ``first … T − 1``:
+    ``(j, rows, window)``, the output rows ``rows …`` that read the input (the earlier ones read causal zeros) and the
+    slice of the input they read. Taps that read only zeros are left out."""
+    pad, T_l = (k - 1) * d, T - s
+    out = []
+    for j in range(k):
+        lo = s - pad + j * d  # the position row 0 reads
+        rows = min(T_l, max(0, first - lo))
+        if rows < T_l:
+            out.append((j, rows, slice(lo + rows - first, lo + T_l - first)))
+    return out
+
+
+def _with_ones(x: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
+    """``[cond | 1]`` ``(B, T, C + 1)`` (``(B, T, 1)`` without cond): the conv bias's column rides with the mel."""
+    B, T, _ = x.shape
+    aux = x.new_empty(B, T, (cond.shape[2] if cond is not None else 0) + 1)
+    if cond is not None:
+        aux[:, :, :-1] = cond
+    aux[:, :, -1] = 1
+    return aux
+
+
+def _batch_aux(w_aux: torch.Tensor, spk: torch.Tensor | None, b: int, l: int) -> torch.Tensor:
+    """``[W_mel | bias]`` of block ``l`` with batch row ``b``'s speaker term added to the bias column."""
+    if spk is None:
+        return w_aux
+    G = w_aux.shape[0]
+    return torch.cat([w_aux[:, :-1], (w_aux[:, -1] + spk[b, l * G : (l + 1) * G])[:, None]], dim=1)
+
+
+def _matrices(*tensors: torch.Tensor):
+    """``(B, n, ·)`` tensors of equal ``B`` and ``n`` as 2-D matrices for ``mm``/``addmm``: one ``(B·n, ·)`` view of
+    each when all allow it, else one ``(n, ·)`` matrix per batch row."""
+    if all(t.dim() == 3 and (t.shape[0] == 1 or t.stride(0) == t.shape[1] * t.stride(1)) for t in tensors):
+        return [tuple(t.reshape(-1, t.shape[2]) for t in tensors)]
+    return list(zip(*(t.unbind(0) for t in tensors)))
+
+
+def _sum_of_products(g: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """``Σ_rows gᵀ z`` of two ``(B, n, ·)`` tensors, as products."""
+    out = None
+    for gm, zm in _matrices(g, z):
+        out = gm.T @ zm if out is None else out.addmm_(gm.T, zm)
     return out
 
 
