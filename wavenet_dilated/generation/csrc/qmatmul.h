@@ -86,12 +86,13 @@ static inline int32_t quantize_unit(const float* z, int n, int8_t* q) { return q
 
 // ------------------------------------------------------------------------------------- the product
 // The quantised input of a product: part p of column c has codes q[p] + c·ldq (n bytes), scale scale[p][c·lds] and
-// code sum sum[p][c·lds].
+// code sum sum[p][c·lds]; the parts meet the matrix's inputs from input 4·g0 on (0: all of them).
 struct QInputs {
     const int8_t* q[8];
     const float* scale[8];
     const int32_t* sum[8];
     int32_t parts, n, ldq, lds;
+    int32_t g0 = 0;
 };
 
 // acc += tile(u) · broadcast(4 codes): lanes are rows, 4 products each.
@@ -110,9 +111,10 @@ static inline vi qdot(vi acc, const uint8_t* u, int32_t codes) {
 }
 
 // One block of NT tiles (16·NT rows) for NC columns starting at c0. rows: the block's rows that exist.
-template <int NT, int NC>
+// ACC: add the exact int32 sums to yi (B, ldyi) instead (qmatmul_acc), rows past `rows` included (their sums are 0).
+template <int NT, int NC, bool ACC>
 static inline void qblock_kernel(const uint8_t* __restrict w, const QInputs& in, int c0, int rows, const float* init,
-                                 int ld_init, const float* rowscale, float* y, int ldy) {
+                                 int ld_init, const float* rowscale, float* y, int ldy, int32_t* yi) {
     constexpr int VT = WN_QTILE / WN_W;    // vectors per tile
     constexpr int NV = NT * VT;            // vectors per column
     // few accumulators: a second set for the odd input groups, so that enough vpdpbusd chains are in flight
@@ -132,7 +134,7 @@ static inline void qblock_kernel(const uint8_t* __restrict w, const QInputs& in,
             }
         }
         const int8_t* xq = in.q[p] + (int64_t)c0 * in.ldq;
-        const uint8_t* wp = w + (int64_t)p * groups * NT * WN_QTILE_BYTES;
+        const uint8_t* wp = w + ((int64_t)in.g0 + (int64_t)p * groups) * NT * WN_QTILE_BYTES;
         int g = 0;
         for (; g + NS <= groups; g += NS) {
 #pragma GCC unroll 2
@@ -163,6 +165,17 @@ static inline void qblock_kernel(const uint8_t* __restrict w, const QInputs& in,
 #pragma GCC unroll 16
                 for (int v = 0; v < NV; ++v) acc[0][c][v] += acc[1][c][v];
         }
+        if constexpr (ACC) {
+#pragma GCC unroll 12
+            for (int c = 0; c < NC; ++c)
+#pragma GCC unroll 16
+                for (int v = 0; v < NV; ++v) {
+                    int32_t* yv = yi + (int64_t)(c0 + c) * ldy + v * WN_W;
+                    const vi t = load_as<vi>(yv) + acc[0][c][v];
+                    memcpy(yv, &t, sizeof t);
+                }
+            continue;
+        }
 #pragma GCC unroll 12
         for (int c = 0; c < NC; ++c) {
             const vf s = splat(in.scale[p][(int64_t)(c0 + c) * in.lds]);
@@ -173,6 +186,7 @@ static inline void qblock_kernel(const uint8_t* __restrict w, const QInputs& in,
             }
         }
     }
+    if constexpr (ACC) return;
     for (int c = 0; c < NC; ++c) {
         float* yc = y + (int64_t)(c0 + c) * ldy;
         const float* ini = init ? init + (int64_t)(c0 + c) * ld_init : nullptr;
@@ -196,28 +210,31 @@ struct QColumns {
     static constexpr int NC = NT >= 3 ? 2 : NT == 2 ? 4 : 8;
 };
 
-template <int NT>
+template <int NT, bool ACC>
 static void qblock_columns(const uint8_t* w, const QInputs& in, int B, int rows, const float* init, int ld_init,
-                           const float* rowscale, float* y, int ldy) {
+                           const float* rowscale, float* y, int ldy, int32_t* yi) {
     constexpr int NC = QColumns<NT>::NC;
+#define WN_QBLOCK(n) qblock_kernel<NT, n, ACC>(w, in, c, rows, init, ld_init, rowscale, y, ldy, yi)
     int c = 0;
-    for (; c + NC <= B; c += NC) qblock_kernel<NT, NC>(w, in, c, rows, init, ld_init, rowscale, y, ldy);
+    for (; c + NC <= B; c += NC) WN_QBLOCK(NC);
     switch (B - c) {
         case 0: break;
-        case 1: qblock_kernel<NT, 1>(w, in, c, rows, init, ld_init, rowscale, y, ldy); break;
-        case 2: if constexpr (NC > 2) qblock_kernel<NT, 2>(w, in, c, rows, init, ld_init, rowscale, y, ldy); break;
-        case 3: if constexpr (NC > 3) qblock_kernel<NT, 3>(w, in, c, rows, init, ld_init, rowscale, y, ldy); break;
-        case 4: if constexpr (NC > 4) qblock_kernel<NT, 4>(w, in, c, rows, init, ld_init, rowscale, y, ldy); break;
-        case 5: if constexpr (NC > 5) qblock_kernel<NT, 5>(w, in, c, rows, init, ld_init, rowscale, y, ldy); break;
-        case 6: if constexpr (NC > 6) qblock_kernel<NT, 6>(w, in, c, rows, init, ld_init, rowscale, y, ldy); break;
-        case 7: if constexpr (NC > 7) qblock_kernel<NT, 7>(w, in, c, rows, init, ld_init, rowscale, y, ldy); break;
+        case 1: WN_QBLOCK(1); break;
+        case 2: if constexpr (NC > 2) WN_QBLOCK(2); break;
+        case 3: if constexpr (NC > 3) WN_QBLOCK(3); break;
+        case 4: if constexpr (NC > 4) WN_QBLOCK(4); break;
+        case 5: if constexpr (NC > 5) WN_QBLOCK(5); break;
+        case 6: if constexpr (NC > 6) WN_QBLOCK(6); break;
+        case 7: if constexpr (NC > 7) WN_QBLOCK(7); break;
     }
+#undef WN_QBLOCK
 }
 
 // y[c][rows of M] = init + M x for the B columns of a quantised input: M packed as above (WNMatrix.ry = tiles per
 // block, WNMatrix.offset in bytes of WNModel.weights), its row scales at WNModel.scales + M.scale_offset.
-static void qmatmul(const WNModel* m, const WNMatrix& M, const QInputs& in, int B, const float* init, int ld_init,
-                    float* y, int ldy) {
+template <bool ACC>
+static void qmatmul_rows(const WNModel* m, const WNMatrix& M, const QInputs& in, int B, const float* init,
+                         int ld_init, float* y, int ldy, int32_t* yi) {
     const int rb = WN_QTILE * M.ry;
     const int groups = M.in / 4;
     for (int r0 = 0; r0 < M.rows; r0 += rb) {
@@ -225,11 +242,44 @@ static void qmatmul(const WNModel* m, const WNMatrix& M, const QInputs& in, int 
         const int rows = M.rows - r0 < rb ? M.rows - r0 : rb;
         const float* sc = m->scales + M.scale_offset + r0;
         const float* ini = init ? init + r0 : nullptr;
+        float* yr = ACC ? nullptr : y + r0;
+        int32_t* yir = ACC ? yi + r0 : nullptr;
         switch ((rows + WN_QTILE - 1) / WN_QTILE) {
-            case 1: qblock_columns<1>(w, in, B, rows, ini, ld_init, sc, y + r0, ldy); break;
-            case 2: qblock_columns<2>(w, in, B, rows, ini, ld_init, sc, y + r0, ldy); break;
-            case 3: qblock_columns<3>(w, in, B, rows, ini, ld_init, sc, y + r0, ldy); break;
-            case 4: qblock_columns<4>(w, in, B, rows, ini, ld_init, sc, y + r0, ldy); break;
+            case 1: qblock_columns<1, ACC>(w, in, B, rows, ini, ld_init, sc, yr, ldy, yir); break;
+            case 2: qblock_columns<2, ACC>(w, in, B, rows, ini, ld_init, sc, yr, ldy, yir); break;
+            case 3: qblock_columns<3, ACC>(w, in, B, rows, ini, ld_init, sc, yr, ldy, yir); break;
+            case 4: qblock_columns<4, ACC>(w, in, B, rows, ini, ld_init, sc, yr, ldy, yir); break;
+        }
+    }
+}
+
+static void qmatmul(const WNModel* m, const WNMatrix& M, const QInputs& in, int B, const float* init, int ld_init,
+                    float* y, int ldy) {
+    qmatmul_rows<false>(m, M, in, B, init, ld_init, y, ldy, nullptr);
+}
+
+// yi[c][0, rows rounded up to 16) += the exact int32 sums sum_i w[r][i] q[c][i] of the parts of `in` (all parts of
+// one product taken this way, in any order and any number of calls, sum to the same integers): the whole of
+// sum_p s_p (W_p q_p) when every part has the same scale s, which qfinish then applies.
+static void qmatmul_acc(const WNModel* m, const WNMatrix& M, const QInputs& in, int B, int32_t* yi, int ldyi) {
+    qmatmul_rows<true>(m, M, in, B, nullptr, 0, nullptr, ldyi, yi);
+}
+
+// y[c][r] = init[c][r] + rowscale[r] · (s[c] · yi[c][r]) for the rows of M: what qmatmul gives for one part with
+// those integer sums, to the bit.
+static void qfinish(const WNModel* m, const WNMatrix& M, const int32_t* yi, int ldyi, const float* s, int B,
+                    const float* init, int ld_init, float* y, int ldy) {
+    const float* rowscale = m->scales + M.scale_offset;
+    for (int c = 0; c < B; ++c) {
+        const vf sc = splat(s[c]);
+        int r = 0;
+        for (; r + WN_W <= M.rows; r += WN_W) {
+            const vf a = __builtin_convertvector(load_as<vi>(yi + (int64_t)c * ldyi + r), vf) * sc;
+            store(y + (int64_t)c * ldy + r, fmadd(a, loadv(rowscale + r), loadv(init + (int64_t)c * ld_init + r)));
+        }
+        for (; r < M.rows; ++r) {
+            const float a = (float)yi[(int64_t)c * ldyi + r] * s[c];
+            y[(int64_t)c * ldy + r] = __builtin_fmaf(a, rowscale[r], init[(int64_t)c * ld_init + r]);
         }
     }
 }

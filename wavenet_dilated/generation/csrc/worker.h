@@ -146,8 +146,10 @@ struct Worker {
     // the gate-output exchange: every thread's z of the layer, (B, H) (w8a8: their codes, code sums and scales)
     float* zall = nullptr;
     int8_t* zqall = nullptr;
-    int32_t* zqsum = nullptr;
+    int32_t* zqsum = nullptr;       // (B) the code sums of one part of zqall
     float* zqs = nullptr;
+    int32_t* yres = nullptr;        // w8a8: the residual product's int32 sums (B, ldr), the own part's made before
+    int ldr = 0;                    // the others' codes arrive
     int32_t xn = 0;                 // exchanges so far
     int w0 = 0, w1 = 0;             // the channels of x_now this thread stores in the shared ring
     const float* tm = nullptr;      // this layer's term at this step: column b at tm + b * ldt (layer_term)
@@ -175,6 +177,8 @@ struct Worker {
             zqsum = (int32_t*)scratch(B);
             zqs = scratch(B);
             for (int b = 0; b < B; ++b) zqs[b] = 1.0f / 127.0f;
+            ldr = (R + WN_QTILE - 1) / WN_QTILE * WN_QTILE;
+            yres = (int32_t*)scratch((size_t)B * ldr);
         } else if (zx) {
             zall = scratch((size_t)B * H);
         }
@@ -201,6 +205,7 @@ struct Worker {
     ~Worker() {
         free(h); free(z); free(relu_skip); free(hidden); free(logits); free(work); free(prev_i); free(prev_f);
         free(xpast); free(tbuf); free(xbuf[0]); free(xbuf[1]); free(zall); free(zqall); free(zqsum); free(zqs);
+        free(yres);
         free(xq); free(xs); free(xsum);
         free(zq); free(zs); free(zsum);
     }
@@ -277,9 +282,14 @@ struct Worker {
         if (w8a8) {
             for (int b = 0; b < B; ++b) zsum[b] = quantize_unit(z + (int64_t)b * cw, cw, zq + (int64_t)b * cw);
             if (exchange) publish(zq, 1);
-            const QInputs zin = single(zq, zs, zsum, cw);
+            QInputs zin = single(zq, zs, zsum, cw);
             qmatmul(m, Ms, zin, B, my_skip, S, my_skip, S);
             if (l < L - 1 && !zx) qmatmul(m, Mr, zin, B, nullptr, 0, part, R);
+            if (exchange) {   // the own columns' part of the residual product while the others' codes travel
+                memset(yres, 0, sizeof(int32_t) * B * ldr);
+                zin.g0 = c0 / 4;
+                qmatmul_acc(m, Mr, zin, B, yres, ldr);
+            }
         } else {
             if (exchange) publish(z, sizeof(float));
             Inputs zin;
@@ -320,6 +330,7 @@ struct Worker {
             const int64_t bytes = (int64_t)B * wq * es;
             if (bytes == 0) continue;
             const char* src = (const char*)mine;
+            if (q == tid && w8a8) continue;   // the own part is in yres already
             if (q != tid) {
                 const XLine* lines = xbuffer(q);
                 const int n = xlines_for(bytes);
@@ -338,12 +349,13 @@ struct Worker {
             for (int b = 0; b < B; ++b)
                 memcpy(all + ((int64_t)b * H + cq) * es, src + (int64_t)b * wq * es, (size_t)wq * es);
         }
-        if (w8a8)
-            for (int b = 0; b < B; ++b) {
-                int32_t t = 0;
-                for (int c = 0; c < H; ++c) t += zqall[(int64_t)b * H + c];
-                zqsum[b] = t;
-            }
+    }
+
+    // The sum of n int8 codes.
+    static int32_t code_sum(const int8_t* q, int n) {
+        int32_t t = 0;
+        for (int i = 0; i < n; ++i) t += q[i];
+        return t;
     }
 
     // n bytes of a published payload from byte `off` on.
@@ -441,8 +453,17 @@ struct Worker {
                 for (; r < R; ++r) xn_[r] = __builtin_fmaf(m->res_scale, xp[r], bias[r]);
             }
             const WNMatrix& Mr = m->res[(int64_t)(l - 1) * nt + tid];
-            if (w8a8) {
-                qmatmul(m, Mr, single(zqall, zqs, zqsum, H), B, x_now, R, x_now, R);
+            if (w8a8) {   // the other threads' columns into the integer sums, then scales and the rest
+                for (int q = 0; q < nt; ++q) {
+                    const int cq = m->col0[q], wq = m->col0[q + 1] - cq;
+                    if (q == tid || wq == 0) continue;
+                    for (int b = 0; b < B; ++b) zqsum[b] = code_sum(zqall + (int64_t)b * H + cq, wq);
+                    QInputs in = single(zqall + cq, zqs, zqsum, wq);
+                    in.ldq = H;
+                    in.g0 = cq / 4;
+                    qmatmul_acc(m, Mr, in, B, yres, ldr);
+                }
+                qfinish(m, Mr, yres, ldr, zqs, B, x_now, R, x_now, R);
             } else {
                 Inputs zin;
                 zin.parts = 1; zin.ldx = H; zin.x[0] = zall; zin.n[0] = H;
