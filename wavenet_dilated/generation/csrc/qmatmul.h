@@ -47,8 +47,11 @@ static inline int32_t quantize_scaled(const float* x, int n, float mul, int8_t* 
         for (int j = 0; j < WN_W; ++j) q[i + j] = (int8_t)c[j];
 #endif
     }
-    int32_t s = 0;
-    for (int j = 0; j < WN_W; ++j) s += acc[j];
+    int32_t lanes[WN_W];
+    memcpy(lanes, &acc, sizeof acc);
+    for (int w = WN_W / 2; w > 0; w /= 2)   // pairwise: integer sums, any order gives the same
+        for (int j = 0; j < w; ++j) lanes[j] += lanes[j + w];
+    int32_t s = lanes[0];
     for (; i < n; ++i) {
         float v = x[i] * mul;
         v = v > 127.0f ? 127.0f : v < -127.0f ? -127.0f : v;
@@ -68,8 +71,8 @@ static inline void quantize_dynamic(const float* x, int n, int8_t* q, float* sca
         const vf v = loadv(x + i);
         top = vmax(top, vmax(v, -v));
     }
-    float m = 0.0f;
-    for (int k = 0; k < WN_W; ++k) m = top[k] > m ? top[k] : m;
+    top = top == top ? top : vf{};   // a lane that saw a NaN counts as 0, as in a scalar max from 0
+    float m = hmax(top);
     for (; i < n; ++i) m = __builtin_fabsf(x[i]) > m ? __builtin_fabsf(x[i]) : m;
     if (!(m > 0.0f)) {   // zero (or not a number: nothing finite to scale)
         memset(q, 0, n);

@@ -154,6 +154,14 @@ static inline float hsum(vf v) {
         for (int i = 0; i < n; ++i) s[i] += s[i + n];
     return s[0];
 }
+// the largest lane, pairwise (a chain of log2(WN_W) steps instead of WN_W)
+static inline float hmax(vf v) {
+    float s[WN_W];
+    memcpy(s, &v, sizeof v);
+    for (int n = WN_W / 2; n > 0; n /= 2)
+        for (int i = 0; i < n; ++i) s[i] = s[i + n] > s[i] ? s[i + n] : s[i];
+    return s[0];
+}
 
 // ------------------------------------------------------------------------------------- memory and spinning
 static inline void prefetch(const void* p) { __builtin_prefetch(p, 0, 3); }
