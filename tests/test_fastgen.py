@@ -1,5 +1,6 @@
 """The fast path (compiled loop) passes every exactness test of the reference cached generator."""
 
+import os
 import warnings
 
 import pytest
@@ -449,3 +450,23 @@ def test_cuda_graph_replay_equals_eager_step_on_gpu():
     # and through the public API (the reference runs on CPU: GPU kernels round differently, so compare loosely)
     graph = FG.fast_generate(model, mel=torch.randn(B, 5, 10).cuda(), speaker=1, seed=7, backend="cuda_graph")
     assert graph.shape == (B, 80) and graph.device.type == "cpu"
+
+
+@needs_kernel
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="CPU affinity is a Linux call")
+def test_pinned_threads_give_back_the_callers_cpus():
+    # the kernel pins its threads for a call (when the caller may run on enough CPUs) and restores the caller's mask;
+    # on one allowed CPU it does not pin, and two threads still give the samples of one thread's run with two
+    model = tiny_model(seed=3, **MEL)
+    mel = torch.randn(1, 5, 12)
+    before = os.sched_getaffinity(0)
+    two = FG.fast_generate(model, mel=mel, seed=1, backend="cpp", threads=2)
+    assert os.sched_getaffinity(0) == before
+    one_cpu = {min(before)}
+    os.sched_setaffinity(0, one_cpu)
+    try:
+        again = FG.fast_generate(model, mel=mel, seed=1, backend="cpp", threads=2)
+        assert os.sched_getaffinity(0) == one_cpu
+    finally:
+        os.sched_setaffinity(0, before)
+    assert torch.equal(two, again)

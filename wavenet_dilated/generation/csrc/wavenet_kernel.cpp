@@ -19,8 +19,16 @@ extern "C" const char* wn_isa() { return WN_ISA; }
 extern "C" const char* wn_int8_dot() { return WN_QDOT; }
 
 // ----------------------------------------------------------------------------------------------- the loop
-// Every thread runs this loop (see Worker).
+// Every thread runs this loop (see Worker), on the CPU the call picked for it (Pinning) where it picked one.
 static void run_thread(Run* run, int tid) {
+#if defined(__linux__)
+    if (run->cpu[tid] >= 0) {
+        cpu_set_t one;
+        CPU_ZERO(&one);
+        CPU_SET(run->cpu[tid], &one);
+        pthread_setaffinity_np(pthread_self(), sizeof one, &one);
+    }
+#endif
     Worker w(run, tid);
     for (int64_t t = 0; t < run->n_steps; ++t) {
         w.begin_step(t);
@@ -49,6 +57,7 @@ extern "C" int wn_run(const WNModel* m, WNState* s, int64_t n_steps, const WNTer
     run.m = m; run.s = s; run.n_steps = n_steps; run.term = *term;
     run.uniforms = uniforms; run.n_uniforms = n_uniforms; run.temperature = temperature; run.forced = forced;
     run.samples = samples; run.logits_out = logits_out;
+    for (int i = 0; i < 64; ++i) run.cpu[i] = -1;
     const int ntt = m->n_threads < 1 ? 1 : m->n_threads;
     run.skip_part = scratch((size_t)ntt * B * m->S);
     run.res_part = scratch((size_t)2 * ntt * B * m->R);
@@ -62,6 +71,23 @@ extern "C" int wn_run(const WNModel* m, WNState* s, int64_t n_steps, const WNTer
     const int nt = m->n_threads < 1 ? 1 : m->n_threads;
     run.barrier.n = nt;
     if (nt > 64) rc = -1;
+#if defined(__linux__)
+    // Each thread on a CPU of its own for the call (the caller's stays where it is): a thread that moves to the
+    // other core finds the other thread's weights in that core's L2 (measured 6 % slower unpinned, ljspeech w8a8
+    // batch 1). Only when the caller may run on enough CPUs; the caller's own mask is put back afterwards.
+    cpu_set_t saved;
+    bool pinned = false;
+    if (nt > 1 && pthread_getaffinity_np(pthread_self(), sizeof saved, &saved) == 0 && CPU_COUNT(&saved) >= nt) {
+        const int here = sched_getcpu();
+        int k = 0;
+        if (here >= 0 && here < CPU_SETSIZE && CPU_ISSET(here, &saved)) run.cpu[k++] = here;
+        for (int c = 0; c < CPU_SETSIZE && k < nt; ++c)
+            if (CPU_ISSET(c, &saved) && c != here) run.cpu[k++] = c;
+        pinned = k == nt;
+        if (!pinned)
+            for (int i = 0; i < nt; ++i) run.cpu[i] = -1;
+    }
+#endif
     pthread_t threads[64];
     ThreadArg args[64];
     std::atomic<int> go{0};
@@ -76,6 +102,9 @@ extern "C" int wn_run(const WNModel* m, WNState* s, int64_t n_steps, const WNTer
         if (rc == 0) run_thread(&run, 0);
         for (int i = 1; i <= started; ++i) pthread_join(threads[i], nullptr);
     }
+#if defined(__linux__)
+    if (pinned) pthread_setaffinity_np(pthread_self(), sizeof saved, &saved);
+#endif
     if (rc == 0) s->step += n_steps;
     free(run.skip_part); free(run.res_part); free(run.logit_part); free(run.xchg);
     return rc;

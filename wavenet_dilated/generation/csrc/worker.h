@@ -77,6 +77,7 @@ struct Run {
     float* logit_part;          // [nt][B][n_out_pad] per-thread partial logits
     XLine* xchg;                // [2][nt][xlines] the gate-output exchange, double-buffered by exchange number
     int32_t xlines;             // lines per thread and buffer
+    int cpu[64];                // the CPU each thread runs on, or -1 (not pinned)
     Barrier barrier;
 };
 
