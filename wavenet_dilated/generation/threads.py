@@ -68,11 +68,11 @@ def auto_block(config, batch: int) -> int:
 
 def exchange_outputs(precision: str, batch: int, n_threads: int) -> bool:
     """Whether the threads exchange gate outputs (each then computes the whole residual product) rather than sum
-    partial residual products after a barrier per layer (``WNModel.exchange``, ``csrc/worker.h``): with ``"w8a8"``,
-    whose products are cheap next to the cores' round trips (a cache line per 60 int8 codes instead of a flag and
-    then the partial sums); the weight-streaming precisions would read the rest of every residual matrix per step
-    (measured with the exchange, 2 threads, ljspeech: fp32 batch 1 4,767 → 4,201 samples/s, batch 8 11,231 → 10,446;
-    int8 batch 8 10,770 → 9,912)."""
+    partial residual products after a barrier per layer (``WNModel.exchange``, ``csrc/worker.h``, ``csrc/sync.h``):
+    with ``"w8a8"``, whose products are cheap next to the cores' round trips (a cache line per 60 int8 codes instead of
+    a flag and then the partial sums); the weight-streaming precisions would read the rest of every residual matrix
+    per step (measured with the exchange, 2 threads, ljspeech: fp32 batch 1 4,767 → 4,201 samples/s, batch 8
+    11,231 → 10,446; int8 batch 8 10,770 → 9,912)."""
     del batch
     return precision == "w8a8" and n_threads > 1
 

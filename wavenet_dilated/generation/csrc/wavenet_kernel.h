@@ -58,7 +58,7 @@ struct WNState {
     const int64_t* pre_offset;   // [L]
     int64_t step;                // samples generated so far
     int32_t batch, pad_;
-    // WN_W8A8: every layer's input codes, their scales and code sums (worker.h quantize_dynamic), in rings of
+    // WN_W8A8: every layer's input codes, their scales and code sums (qmatmul.h quantize_dynamic), in rings of
     // P_l + block_l - 1 slots (the first block_l - 1 slots again after the last), B columns each (null otherwise)
     int8_t* codes;               // (slots_l, B, R) each
     float* code_scale;           // (slots_l, B) each

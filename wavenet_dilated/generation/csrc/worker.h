@@ -14,50 +14,8 @@
 #include "sampling.h"
 #include "simd.h"
 #include "simd_math.h"
+#include "sync.h"
 #include "wavenet_kernel.h"
-
-// ----------------------------------------------------------------------------------------------- threads
-// Each thread publishes how many barriers it has reached in a cache line of its own and waits until every other
-// thread's count has caught up: one store to a line it owns and one read per other thread, no shared atomic
-// read-modify-write (a fetch_add on one shared counter costs a contended cache line per thread and barrier).
-struct alignas(64) Flag {
-    std::atomic<int64_t> epoch{0};
-    char pad_[64 - sizeof(std::atomic<int64_t>)];
-};
-
-struct Barrier {
-    Flag flag[64];
-    int n = 1;
-    void wait(int tid, int64_t& epoch) {
-        if (n == 1) return;
-        ++epoch;
-        flag[tid].epoch.store(epoch, std::memory_order_release);
-        for (int q = 0; q < n; ++q) {
-            if (q == tid) continue;
-            int spins = 0;
-            while (flag[q].epoch.load(std::memory_order_acquire) < epoch) {
-                // a few plain re-reads first (a pause instruction can take ~140 cycles on recent x86, a good part of
-                // what the other thread needs to arrive), then paused spinning, then yielding
-                if (++spins < 64) continue;
-                if (spins < 4000) cpu_relax();
-                else sched_yield();     // a busy machine: do not burn the time slice of the thread we wait for
-            }
-        }
-    }
-};
-
-// ----------------------------------------------------------------------------------------------- exchange
-// What a thread publishes for the others in the gate-output exchange (WNModel.exchange): its payload in lines of 60
-// bytes, each line carrying the exchange's number in its last 4 bytes, stored after the payload. x86 keeps stores in
-// order and loads in order (and the release/acquire pair says so to the compiler and to other CPUs), so a reader
-// that sees a line's number sees the payload before it: one cache-line transfer per line, no separate flag.
-struct alignas(64) XLine {
-    char data[60];
-    std::atomic<int32_t> number;
-};
-#define WN_XLINE_BYTES 60
-
-static inline int xlines_for(int64_t bytes) { return (int)((bytes + WN_XLINE_BYTES - 1) / WN_XLINE_BYTES); }
 
 // ----------------------------------------------------------------------------------------------- the loop
 struct Run {
@@ -352,47 +310,13 @@ struct Worker {
         }
     }
 
-    // The sum of n int8 codes.
-    static int32_t code_sum(const int8_t* q, int n) {
-        int32_t t = 0;
-        for (int i = 0; i < n; ++i) t += q[i];
-        return t;
-    }
-
-    // n bytes of a published payload from byte `off` on.
-    static void from_lines(const XLine* lines, int64_t off, int64_t n, char* dst) {
-        while (n > 0) {
-            const int64_t i = off / WN_XLINE_BYTES, o = off - i * WN_XLINE_BYTES;
-            const int64_t k = n < WN_XLINE_BYTES - o ? n : WN_XLINE_BYTES - o;
-            memcpy(dst, lines[i].data + o, (size_t)k);
-            dst += k; off += k; n -= k;
-        }
-    }
-
-    // w8a8: the layer's code ring (WNState.codes) gets this step's codes at `slot`, and again at P + slot while that
-    // is below P + block - 1, so that every block's window of past columns is contiguous. Each thread stores its own
-    // 64-byte pieces of the codes, thread 0 the scales and sums.
-    WN_INLINE void store_codes(int l) {
-        const int nb = m->block[l];
-        int8_t* codes = s->codes + s->code_offset[l] * R;
-        float* scale = s->code_scale + s->code_offset[l];
-        int32_t* sum = s->code_sum + s->code_offset[l];
-        for (int64_t k = slot; k < P + nb - 1; k += P)
-            for (int b = 0; b < B; ++b) {
-                const int64_t c = k * B + b;
-                if (q1 > q0) memcpy(codes + c * R + q0, xq + (int64_t)b * R + q0, (size_t)(q1 - q0));
-                if (tid == 0) { scale[c] = xs[b]; sum[c] = xsum[b]; }
-            }
-    }
-
-    // w8a8: the codes of layer l's input `back` steps ago, as part j of a product's inputs (columns: b, then the
-    // next steps' b, … in the mirrored window of store_codes).
-    WN_INLINE void past_codes(int l, int64_t back, QInputs& in, int j) const {
-        const int64_t c = ((slot - back) % P + P) % P * B + s->code_offset[l];
-        in.q[j] = s->codes + c * R;
-        in.scale[j] = s->code_scale + c;
-        in.sum[j] = s->code_sum + c;
-    }
+    // defined in worker_layers.h: the code rings (w8a8), the layer's term, its dilated conv
+    WN_INLINE void store_codes(int l);
+    WN_INLINE void past_codes(int l, int64_t back, QInputs& in, int j) const;
+    WN_INLINE void layer_term(int l);
+    WN_INLINE void conv_from_tables();
+    WN_INLINE void conv_blocked(int l);
+    WN_INLINE void conv_direct(int l);
 
     // One part of B columns of n codes each, column-major.
     static QInputs single(const int8_t* q, const float* scale, const int32_t* sum, int n) {
@@ -400,40 +324,6 @@ struct Worker {
         in.parts = 1; in.n = n; in.ldq = n; in.lds = 1;
         in.q[0] = q; in.scale[0] = scale; in.sum[0] = sum;
         return in;
-    }
-
-    // tm, ldt: layer l's term at this step, in this thread's channels [c0, c0 + cw) and [H + c0, H + c0 + cw) — a
-    // slice of the rows term, or the upsampler's last stage made here (wn_polyphase's arithmetic, the same bits).
-    WN_INLINE void layer_term(int l) {
-        if (run->term.s == 0) {
-            tm = cond + (int64_t)l * G;
-            ldt = (int64_t)L * G;
-            return;
-        }
-        tm = tbuf;
-        ldt = G;
-        const vf k0 = splat(up_k > 0 ? up_coef[0] : 0.0f), k1 = splat(up_k > 1 ? up_coef[1] : 0.0f),
-                 k2 = splat(up_k > 2 ? up_coef[2] : 0.0f);
-        for (int b = 0; b < B; ++b)
-            for (int half = 0; half < 2; ++half) {
-                const int64_t at = (int64_t)b * L * G + (int64_t)l * G + half * H + c0;
-                const float* add = run->term.add + at;
-                float* out = tbuf + (int64_t)b * G + half * H + c0;
-                int i = 0;
-                for (; i + WN_W <= cw; i += WN_W) {
-                    vf v{};
-                    if (up_k > 0) v = k0 * loadv(up_row[0] + at + i);
-                    if (up_k > 1) v = fmadd(k1, loadv(up_row[1] + at + i), v);
-                    if (up_k > 2) v = fmadd(k2, loadv(up_row[2] + at + i), v);
-                    store(out + i, loadv(add + i) + v);
-                }
-                for (; i < cw; ++i) {
-                    float v = up_k > 0 ? up_coef[0] * up_row[0][at + i] : 0.0f;
-                    if (up_k > 1) v = __builtin_fmaf(up_coef[1], up_row[1][at + i], v);
-                    if (up_k > 2) v = __builtin_fmaf(up_coef[2], up_row[2][at + i], v);
-                    out[i] = add[i] + v;
-                }
-            }
     }
 
     // x_now: the continuous input's 1x1 embedding (layer 0), or the residual sum of the layer before (l > 0).
@@ -494,101 +384,6 @@ struct Worker {
         }
     }
 
-    // h of layer 0 with a table first layer: its taps come from per-class tables,
-    // h = term + sum_j T_j[class at t - (K-1-j) d]
-    WN_INLINE void conv_from_tables() {
-        for (int b = 0; b < B; ++b) {
-            float* hb = h + (int64_t)b * 2 * cw;
-            const float* cb = tm + (int64_t)b * ldt;
-            for (int r = 0; r < cw; ++r) { hb[r] = cb[c0 + r]; hb[cw + r] = cb[H + c0 + r]; }
-            for (int j = 0; j < K; ++j) {
-                const int64_t back = (int64_t)(K - 1 - j) * d;
-                int64_t cls = back == 0 ? prev_i[b] : s->class_ring[((slot - back) % P + P) % P * B + b];
-                if (cls < 0) continue;
-                const float* row = m->table + ((int64_t)j * m->n_classes + cls) * G;
-                for (int r = 0; r < cw; ++r) { hb[r] += row[c0 + r]; hb[cw + r] += row[H + c0 + r]; }
-            }
-        }
-    }
-
-    // h of a blocked layer: the taps before t were inputs at least d steps ago, so their products for the next
-    // nb <= d steps are one matrix product over nb*B columns, made when a block starts (weights read once per block
-    // instead of once per step); per step only the current tap is left.
-    WN_INLINE void conv_blocked(int l) {
-        const int nb = m->block[l];
-        float* pre = s->pre + s->pre_offset[l];
-        const int KR = (K - 1) * R;
-        if (step % nb == 0 && w8a8) {   // the past taps' codes straight from the code ring
-            QInputs pin;
-            pin.parts = K - 1; pin.n = R; pin.ldq = R; pin.lds = 1;
-            for (int j = 0; j < K - 1; ++j) past_codes(l, (int64_t)(K - 1 - j) * d, pin, j);
-            qmatmul(m, m->past_a[(int64_t)l * nt + tid], pin, nb * B, nullptr, 0, pre + c0, G);
-            qmatmul(m, m->past_b[(int64_t)l * nt + tid], pin, nb * B, nullptr, 0, pre + H + c0, G);
-        } else if (step % nb == 0) {
-            for (int i = 0; i < nb; ++i)
-                for (int j = 0; j < K - 1; ++j) {
-                    const int64_t src = ((step + i - (int64_t)(K - 1 - j) * d) % P + P) % P;
-                    for (int b = 0; b < B; ++b)
-                        memcpy(xpast + ((int64_t)i * B + b) * KR + (int64_t)j * R,
-                               ring + (src * B + b) * R, sizeof(float) * R);
-                }
-            Inputs pin;
-            pin.parts = 1; pin.ldx = KR; pin.x[0] = xpast; pin.n[0] = KR;
-            const WNMatrix& Pa = m->past_a[(int64_t)l * nt + tid];
-            const WNMatrix& Pb = m->past_b[(int64_t)l * nt + tid];
-            matmul_blocks(m, Pa, 0, n_blocks(Pa), pin, nb * B, nullptr, 0, pre + c0, G);
-            matmul_blocks(m, Pb, 0, n_blocks(Pb), pin, nb * B, nullptr, 0, pre + H + c0, G);
-        }
-        const float* pre_t = pre + (step % nb) * B * G;
-        for (int b = 0; b < B; ++b) {
-            float* hb = h + (int64_t)b * 2 * cw;
-            const float* cb = tm + (int64_t)b * ldt;
-            const float* pb = pre_t + (int64_t)b * G;
-            for (int r = 0; r < cw; ++r) {
-                hb[r] = cb[c0 + r] + pb[c0 + r];
-                hb[cw + r] = cb[H + c0 + r] + pb[H + c0 + r];
-            }
-        }
-        const WNMatrix& Ma = m->conv_a[(int64_t)l * nt + tid];
-        const WNMatrix& Mb = m->conv_b[(int64_t)l * nt + tid];
-        if (w8a8) {
-            const QInputs in = single(xq, xs, xsum, R);
-            qmatmul(m, Ma, in, B, h, 2 * cw, h, 2 * cw);
-            qmatmul(m, Mb, in, B, h + cw, 2 * cw, h + cw, 2 * cw);
-            return;
-        }
-        Inputs in;
-        in.parts = 1; in.ldx = R; in.x[0] = x_now; in.n[0] = R;
-        matmul_blocks(m, Ma, 0, n_blocks(Ma), in, B, h, 2 * cw, h, 2 * cw);
-        matmul_blocks(m, Mb, 0, n_blocks(Mb), in, B, h + cw, 2 * cw, h + cw, 2 * cw);
-    }
-
-    // h of any other layer: all K taps, read from the ring, in one product with the step's term as its start.
-    WN_INLINE void conv_direct(int l) {
-        const WNMatrix& Ma = m->conv_a[(int64_t)l * nt + tid];
-        const WNMatrix& Mb = m->conv_b[(int64_t)l * nt + tid];
-        const float* term = tm;
-        if (w8a8) {   // the earlier taps' codes from the code ring, then this step's (made in layer())
-            QInputs in;
-            in.parts = K; in.n = R; in.ldq = R; in.lds = 1;
-            for (int j = 0; j < K - 1; ++j) past_codes(l, (int64_t)(K - 1 - j) * d, in, j);
-            in.q[K - 1] = xq; in.scale[K - 1] = xs; in.sum[K - 1] = xsum;
-            qmatmul(m, Ma, in, B, term + c0, (int)ldt, h, 2 * cw);
-            qmatmul(m, Mb, in, B, term + H + c0, (int)ldt, h + cw, 2 * cw);
-            return;
-        }
-        Inputs in;
-        in.parts = K;
-        in.ldx = R;
-        for (int j = 0; j < K; ++j) {
-            const int64_t back = (int64_t)(K - 1 - j) * d;
-            in.x[j] = back == 0 ? x_now : ring + ((slot - back) % P + P) % P * B * R;
-            in.n[j] = R;
-        }
-        matmul_blocks(m, Ma, 0, n_blocks(Ma), in, B, term + c0, (int)ldt, h, 2 * cw);
-        matmul_blocks(m, Mb, 0, n_blocks(Mb), in, B, term + H + c0, (int)ldt, h + cw, 2 * cw);
-    }
-
     // The step's logits (every thread the same): relu -> 1x1 (skip_scale folded) -> relu -> 1x1, thread t computing
     // out1's rows [s0, s0 + sw) and its part of out2; one barrier, then every thread sums the parts.
     WN_INLINE void output() {
@@ -647,3 +442,5 @@ struct Worker {
         }
     }
 };
+
+#include "worker_layers.h"
