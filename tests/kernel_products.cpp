@@ -167,17 +167,7 @@ static int check_qproduct(int rows, int parts, int n, int tiles, int B) {
             for (int i = 0; i < n; ++i) s += q[(size_t)c * n_in + p * n + i];
             sums[c * parts + p] = s;
         }
-    WNModel m;
-    memset(&m, 0, sizeof m);
-    m.weights = packed;
-    m.scales = ones;
-    WNMatrix M;
-    memset(&M, 0, sizeof M);
-    M.rows = rows; M.in = n_in; M.ry = tiles;
-    QInputs in;
-    in.parts = parts; in.n = n; in.ldq = n_in; in.lds = parts;
-    for (int p = 0; p < parts; ++p) { in.q[p] = q + p * n; in.scale[p] = ones; in.sum[p] = sums + p; }
-    qmatmul(&m, M, in, B, nullptr, 0, y, rows);
+    qproduct(packed, rows, n_in, tiles, ones, q, ones, sums, parts, B, nullptr, y);
     int bad = 0;
     for (int c = 0; c < B && !bad; ++c)
         for (int r = 0; r < rows && !bad; ++r) {

@@ -261,6 +261,27 @@ static void qmatmul(const WNModel* m, const WNMatrix& M, const QInputs& in, int 
     qmatmul_rows<false>(m, M, in, B, init, ld_init, y, ldy, nullptr);
 }
 
+// y (B, rows) = init + rowscale * sum over parts of scale_p * (W_p q_p) for one (rows x n_in) matrix packed by
+// packing.py's pack_tiles (`tiles` per block) at byte 0 of `packed`: codes (B, n_in) column-major in `parts` equal
+// parts, scale and sum (B, parts). The product on its own, for wn_qproduct and the portable test.
+static inline void qproduct(const void* packed, int rows, int n_in, int tiles, const float* rowscale,
+                            const int8_t* codes, const float* scale, const int32_t* sum, int parts, int B,
+                            const float* init, float* y) {
+    WNModel m;
+    memset(&m, 0, sizeof m);
+    m.weights = packed;
+    m.scales = rowscale;
+    WNMatrix M;
+    memset(&M, 0, sizeof M);
+    M.rows = rows; M.in = n_in; M.ry = tiles;
+    QInputs in;
+    in.parts = parts; in.n = parts > 0 ? n_in / parts : 0; in.ldq = n_in; in.lds = parts;
+    for (int p = 0; p < parts && p < 8; ++p) {
+        in.q[p] = codes + (int64_t)p * in.n; in.scale[p] = scale + p; in.sum[p] = sum + p;
+    }
+    qmatmul(&m, M, in, B, init, rows, y, rows);
+}
+
 // yi[c][0, rows rounded up to 16) += the exact int32 sums sum_i w[r][i] q[c][i] of the parts of `in` (all parts of
 // one product taken this way, in any order and any number of calls, sum to the same integers): the whole of
 // sum_p s_p (W_p q_p) when every part has the same scale s, which qfinish then applies.

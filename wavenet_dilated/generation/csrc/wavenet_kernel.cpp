@@ -125,24 +125,11 @@ extern "C" void wn_quantize(const float* x, int64_t rows, int32_t n, int32_t uni
     }
 }
 
-// y (B, rows) = init + rowscale * sum over parts of scale_p * (W_p q_p) for one matrix packed by packing.py's
-// pack_tiles at byte 0 of `packed`: codes (B, parts * n) column-major, scale and sum (B, parts).
+// qmatmul.h's qproduct: one matrix packed by packing.py's pack_tiles, for the tests to hold against numpy.
 extern "C" void wn_qproduct(const void* packed, int32_t rows, int32_t n_in, int32_t tiles, const float* rowscale,
                             const int8_t* codes, const float* scale, const int32_t* sum, int32_t parts, int32_t B,
                             const float* init, float* y) {
-    WNModel m;
-    memset(&m, 0, sizeof m);
-    m.weights = packed;
-    m.scales = rowscale;
-    WNMatrix M;
-    memset(&M, 0, sizeof M);
-    M.rows = rows; M.in = n_in; M.ry = tiles;
-    QInputs in;
-    in.parts = parts; in.n = parts > 0 ? n_in / parts : 0; in.ldq = n_in; in.lds = parts;
-    for (int p = 0; p < parts && p < 8; ++p) {
-        in.q[p] = codes + (int64_t)p * in.n; in.scale[p] = scale + p; in.sum[p] = sum + p;
-    }
-    qmatmul(&m, M, in, B, init, rows, y, rows);
+    qproduct(packed, rows, n_in, tiles, rowscale, codes, scale, sum, parts, B, init, y);
 }
 
 // ----------------------------------------------------------------------------------------------- upsampling
