@@ -127,7 +127,7 @@ struct Worker {
         work = scratch((size_t)NO + 64);
         int max_block = 1;
         for (int l = 0; l < L; ++l) max_block = m->block[l] > max_block ? m->block[l] : max_block;
-        xpast = scratch((size_t)max_block * B * (K - 1) * R + 1);
+        xpast = w8a8 ? nullptr : scratch((size_t)max_block * B * (K - 1) * R + 1);   // w8a8 reads the code rings
         tbuf = scratch((size_t)B * G);
         xbuf[0] = scratch((size_t)B * R);
         xbuf[1] = scratch((size_t)B * R);
