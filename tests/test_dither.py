@@ -11,9 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests._corpus import write_corpus
-from tests.test_train import AUDIO, MODEL, SR, TRAIN
-from wavenet_dilated.data import AudioDataset, preprocess
+from tests.test_train import AUDIO, MODEL, TRAIN, tone_cache
+from wavenet_dilated.data import AudioDataset
 from wavenet_dilated.mel import log_mel
 from wavenet_dilated.train import TrainConfig, Trainer
 
@@ -24,10 +23,7 @@ HISTORY = 4 * AUDIO.hop_length
 
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("dither_corpus")
-    write_corpus(root / "corpus", n=6, seconds=0.5, sr=SR)
-    preprocess(root / "corpus", root / "cache", AUDIO, n_workers=1, progress=False, val_fraction=0.2)
-    return root / "cache"
+    return tone_cache(tmp_path_factory.mktemp("dither_corpus"), seconds=0.5)
 
 
 def dataset(cache: Path, noise_db: float | None, max_time_steps: int | None = 8 * AUDIO.hop_length,

@@ -37,14 +37,18 @@ TRAIN = TrainConfig(lr=1e-2, warmup_steps=2, max_steps=12, batch_size=2, max_tim
                     sample_seconds=0.02, num_workers=0, device="cpu")  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory) -> Path:
-    """Six tones of 0.4–0.65 s at 8 kHz, preprocessed (train/val split by id hash)."""
-    root = tmp_path_factory.mktemp("train_corpus")
-    write_corpus(root / "corpus", n=6, seconds=0.4, sr=SR)
+def tone_cache(root: Path, seconds: float = 0.4) -> Path:
+    """Six tones of ``seconds``–``seconds + 0.25`` s at 8 kHz in ``root/corpus``, preprocessed with :data:`AUDIO`
+    into ``root/cache`` (train/val split by id hash); returns the cache."""
+    write_corpus(root / "corpus", n=6, seconds=seconds, sr=SR)
     manifest = preprocess(root / "corpus", root / "cache", AUDIO, n_workers=1, progress=False, val_fraction=0.2)
     assert manifest.entries("val") and len(manifest.entries("train")) >= 3
     return root / "cache"
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> Path:
+    return tone_cache(tmp_path_factory.mktemp("train_corpus"))
 
 
 def weights(trainer: Trainer) -> dict[str, torch.Tensor]:

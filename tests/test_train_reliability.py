@@ -19,8 +19,7 @@ import pytest
 import torch
 
 import wavenet_dilated.checkpoint as checkpoint_module
-from tests._corpus import write_corpus
-from tests.test_train import AUDIO, MODEL, SR, TRAIN, assert_same_state, weights
+from tests.test_train import MODEL, TRAIN, assert_same_state, tone_cache, weights
 from wavenet_dilated.checkpoint import (
     BEST_CHECKPOINT,
     CheckpointWriteError,
@@ -30,7 +29,6 @@ from wavenet_dilated.checkpoint import (
     validated_nll_bits,
 )
 from wavenet_dilated.cli import cli
-from wavenet_dilated.data import preprocess
 from wavenet_dilated.train import TrainConfig, Trainer, lr_factor
 from wavenet_dilated.train.trainer import DivergedError, NonFiniteLossError
 from wavenet_dilated.wavenet import WaveNet
@@ -38,10 +36,7 @@ from wavenet_dilated.wavenet import WaveNet
 
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("reliability_corpus")
-    write_corpus(root / "corpus", n=6, seconds=0.4, sr=SR)
-    preprocess(root / "corpus", root / "cache", AUDIO, n_workers=1, progress=False, val_fraction=0.2)
-    return root / "cache"
+    return tone_cache(tmp_path_factory.mktemp("reliability_corpus"))
 
 
 def on_disk(run: Path) -> dict[int, dict]:
